@@ -7,6 +7,7 @@ file, the HTML report, the console summary and run diffs agree.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,11 @@ KEY_COUNTERS = (
 )
 PLOT_COUNTERS = ("pages_collapsed", "full_scans", "thp_collapse_alloc")
 CRASH_KINDS = ("panic", "oops", "lockup", "hang", "exited")
+STAGE_ORDER = ("build", "image", "boot", "selftest", "workloads")
+_HEADLINE = re.compile(
+    r"Kernel panic|BUG:|Oops|WARNING:|watchdog:|rcu: INFO|INFO: task|general protection|"
+    r"Unable to handle|soft lockup|hard LOCKUP")
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 VERDICT_TITLES = {
     "pass": "PASS", "fail": "FAIL", "could-not-test": "COULD NOT TEST", "bad-input": "BAD INPUT",
 }
@@ -76,8 +82,9 @@ def failure_message(case: Mapping[str, Any]) -> str:
     step = first_failed_step(case)
     if step is None:
         return f"case {case['status']}"
-    detail = step["detail"] or step["outcome"]
-    return f"{step['message']}: {detail}"
+    if step["outcome"] == "incomplete":
+        return f"{step['message']}: no verdict (cut short)"
+    return f"{step['message']}: {step['detail'] or step['outcome']}"
 
 
 def counter_value(counters: Mapping[str, Any], name: str) -> Any:
@@ -146,3 +153,28 @@ def workload_counts(result: Mapping[str, Any]) -> dict[str, int]:
     for w in result.get("workloads", []):
         counts[w["verdict"]] += 1
     return counts
+
+
+def format_duration(seconds: float | None) -> str:
+    """'9.8s', '4m02s' or '1h03m' for a duration in seconds ('-' for None)."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def event_headline(event: Mapping[str, Any]) -> str:
+    """The line that names a console event (the WARNING:/BUG:/panic line), no timestamp."""
+    lines = [line for line in event.get("lines", []) if line.strip()]
+    best = next((line for line in lines if _HEADLINE.search(line)), lines[0] if lines else "")
+    return _TIMESTAMP.sub("", best).strip()
+
+
+def ordered_durations(durations: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Stage durations in pipeline order (build, image, boot, selftest, workloads, others)."""
+    known = [(k, durations[k]) for k in STAGE_ORDER if k in durations]
+    return known + sorted((k, v) for k, v in durations.items() if k not in STAGE_ORDER)

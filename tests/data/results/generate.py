@@ -364,6 +364,13 @@ def could_not_test() -> dict:
         "exit_code": 125,
         "reason": "kernel build failed: mm/khugepaged.c:1187:17: error: "
                   "'cc' undeclared (first use in this function)",
+        "detail": "  CC      mm/khugepaged.o\n"
+                  "mm/khugepaged.c: In function 'hpage_collapse_scan_pmd':\n"
+                  "mm/khugepaged.c:1187:17: error: 'cc' undeclared (first use in this function)\n"
+                  " 1187 |                 cc->node_load[node]++;\n"
+                  "      |                 ^~\n"
+                  "make[4]: *** [scripts/Makefile.build:229: mm/khugepaged.o] Error 1\n"
+                  "make[3]: *** [scripts/Makefile.build:478: mm] Error 2",
         "metadata": meta, "workloads": [],
         "counters": {"before": {}, "after": {}, "delta": {}},
         "console": {"events": []},
