@@ -31,6 +31,8 @@ IDENTITY = {
     "GIT_AUTHOR_NAME": "thpvm", "GIT_AUTHOR_EMAIL": "thpvm@localhost",
     "GIT_COMMITTER_NAME": "thpvm", "GIT_COMMITTER_EMAIL": "thpvm@localhost",
 }
+# The user's global git config must not break thpvm's own commits (signing, hooks).
+SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null"]
 
 
 def git(repo: Path, *args: str, check: bool = True, error: type[ThpvmError] = InfraError,
@@ -39,7 +41,7 @@ def git(repo: Path, *args: str, check: bool = True, error: type[ThpvmError] = In
     """Run `git -C repo ARGS...` (no pager, no prompts) and return its Result."""
     full_env = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"}
     full_env.update(env or {})
-    return proc.run(["git", "-C", str(repo), *args], env=full_env, check=check,
+    return proc.run(["git", *SAFE_CONFIG, "-C", str(repo), *args], env=full_env, check=check,
                     error=error, log_path=log_path, timeout=timeout)
 
 

@@ -7,7 +7,7 @@ Each run is classified from what `vmtest.run_vm_test` returned or raised:
 run                        status    outcome
 =========================  ========  ==============
 exit code 0                good      pass
-exit code 1                bad       fail
+exit code 1, TestFailure   bad       fail
 BuildError                 skip      build-failed
 ImageError                 skip      image-failed
 BootError                  skip/bad  boot-failed   (bad with boot_failure="bad")
@@ -36,6 +36,7 @@ from .errors import (
     GuestError,
     ImageError,
     InfraError,
+    TestFailure,
     UserError,
 )
 
@@ -119,6 +120,9 @@ def run_once(spec: TrialSpec, index: int, out: Path | None, tester: Tester) -> R
     start = time.monotonic()
     try:
         outcome = tester(spec, out)
+    except TestFailure as e:  # the pipeline normally returns exit code 1 instead
+        return RunRecord(index, BAD, "fail", time.monotonic() - start, error=e.message,
+                         run_dir=str(out) if out else None)
     except InfraError as e:
         name = infra_outcome(e)
         status = BAD if isinstance(e, BootError) and spec.boot_failure == "bad" else SKIP
