@@ -688,8 +688,8 @@ static void run_memory_step(int idx)
 	const struct region *r = &regions[s->region];
 	const char *sep = "";
 
-	printf("{\"event\":\"step\",\"step\":%d,\"proc\":\"%s\",\"op\":\"%s\",\"calls\":[", idx,
-	       is_child ? "child" : "parent", op_names[s->op]);
+	printf("{\"event\":\"step\",\"step\":%d,\"proc\":\"%s\",\"op\":\"%s\",\"region\":%d,"
+	       "\"calls\":[", idx, is_child ? "child" : "parent", op_names[s->op], s->region);
 	for (int i = 0; i < s->nr; i++) {
 		char *p = (char *)(uintptr_t)(r->start + s->r[i].a * PAGE);
 		size_t len = (size_t)(s->r[i].b - s->r[i].a + 1) * PAGE;
