@@ -52,14 +52,19 @@ def case_id(case: Mapping[str, Any]) -> str:
 
 
 def iter_cases(result: Mapping[str, Any]) -> Iterator[CaseRef]:
-    """Every selftest case of a run in order, ids made unique ('#2' suffix)."""
-    seen: dict[str, int] = {}
+    """Every selftest case of a run in order. An id seen before (alloc_at_fault
+    runs in every invocation) is qualified with the invocation's arguments,
+    '@ khugepaged:file /mnt', and then '#n' if still not unique."""
+    seen: set[str] = set()
     for n, inv in enumerate(selftest_invocations(result)):
         for case in inv["cases"]:
             ident = case_id(case)
-            seen[ident] = seen.get(ident, 0) + 1
-            if seen[ident] > 1:
-                ident = f"{ident} #{seen[ident]}"
+            if ident in seen:
+                ident = f"{ident} @ {' '.join(inv['argv'][1:])}".rstrip(" @")
+            base, k = ident, 2
+            while ident in seen:
+                ident, k = f"{base} #{k}", k + 1
+            seen.add(ident)
             yield CaseRef(ident, n, case)
 
 
