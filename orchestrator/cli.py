@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import EXIT_OK, ThpvmError, exit_code_for
@@ -19,6 +20,9 @@ from .errors import EXIT_OK, ThpvmError, exit_code_for
 log = logging.getLogger("thpvm")
 
 Handler = Callable[[argparse.Namespace], int]
+
+if TYPE_CHECKING:
+    from . import vmtest as vmtest_types
 
 
 def _tree_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +50,82 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
+    from . import vmtest
+
+    return vmtest.VmTestRequest(
+        tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
+        suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
+        append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []))
+
+
+def cmd_vm_test(args: argparse.Namespace) -> int:
+    from . import vmtest
+    from .progress import Progress, format_summary
+
+    progress = Progress()
+    outcome = vmtest.run_vm_test(_vm_request(args), progress.update)
+    print(format_summary(outcome.result))
+    print(f"run directory: {outcome.run_dir}")
+    return outcome.exit_code
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from . import image
+
+    img = image.build_image(args.recipe, force=args.force)
+    print(f"image {img.recipe}: {img.qcow2}\n  sha256 {img.sha256}")
+    return EXIT_OK
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from . import cache, image, kernel, session
+
+    art = kernel.build_kernel(kernel.KernelRequest(args.tree, args.rev, args.fragment,
+                                                   args.config, args.jobs))
+    img = image.build_image()
+    run_dir = args.out or cache.new_run_dir("boot")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with session.guest(art.bzimage, img, run_dir, args.accel, args.append) as g:
+        print(f"booted {art.release} with {g.accel} ({g.accel_reason}): "
+              f"ready in {g.boot_seconds:.2f} s, SSH in {g.ssh_seconds:.2f} s "
+              f"({g.boot_seconds + g.ssh_seconds:.2f} s total)")
+        cache.write_json(run_dir / "metadata.json", {
+            "accel": g.accel, "accel_reason": g.accel_reason, "kernel": kernel.describe(art),
+            "boot_seconds": g.boot_seconds, "ssh_seconds": g.ssh_seconds})
+        code = EXIT_OK
+        if args.command_line:
+            res = g.shell.run(" ".join(args.command_line), timeout=args.timeout)
+            sys.stdout.write(res.stdout)
+            sys.stderr.write(res.stderr)
+            code = EXIT_OK if res.ok else 1
+        if args.interactive:
+            code = _interactive_ssh(g, run_dir)
+        g.collect_dmesg(run_dir / "dmesg.txt")
+    print(f"run directory: {run_dir}")
+    return code
+
+
+def _interactive_ssh(g: object, run_dir: Path) -> int:
+    from . import proc
+
+    known = run_dir / "known_hosts"
+    host_key = g.vm.req.image.host_key_pub.read_text().split()[:2]  # type: ignore[attr-defined]
+    known.write_text(f"[127.0.0.1]:{g.vm.port} {' '.join(host_key)}\n")  # type: ignore[attr-defined]
+    return proc.run_interactive([
+        "ssh", "-t", "-p", str(g.vm.port), "-i", str(g.vm.req.image.ssh_key),  # type: ignore[attr-defined]
+        "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
+
+
+def _guest_args(p: argparse.ArgumentParser) -> None:
+    _tree_args(p)
+    p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
+                   help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
+    p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="thpvm", description=__doc__)
@@ -58,6 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     _tree_args(kb)
     kb.add_argument("--json", action="store_true", help="print build metadata as JSON")
     kb.set_defaults(handler=cmd_kernel_build)
+
+    img = sub.add_parser("image", help="guest images").add_subparsers(dest="sub", required=True)
+    ib = img.add_parser("build", help="build (or reuse) the guest base image")
+    ib.add_argument("--recipe", default="debian-bookworm", help="vm-images/<recipe>.toml or a path")
+    ib.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ib.set_defaults(handler=cmd_image_build)
+
+    boot = sub.add_parser("boot", help="boot a guest, optionally run a command, then stop")
+    _guest_args(boot)
+    boot.add_argument("--timeout", type=float, default=600, help="command timeout (s)")
+    boot.add_argument("command_line", nargs="*", metavar="CMD", help="command to run over SSH")
+    boot.set_defaults(handler=cmd_boot, interactive=False)
+
+    shell = sub.add_parser("shell", help="boot a fresh guest and open an interactive SSH shell")
+    _guest_args(shell)
+    shell.set_defaults(handler=cmd_boot, interactive=True, command_line=[], timeout=0)
+
+    vt = sub.add_parser("vm-test", help="the main job: selftest + workloads vs model, verdict")
+    _guest_args(vt)
+    vt.add_argument("--suite", action="append", metavar="SUITE",
+                    help="selftest | selftest-full | selftest:ID[+ID] | workloads | "
+                         "workloads:NAME[+NAME] | all (repeatable; default selftest,workloads)")
+    vt.add_argument("--workload", type=Path, action="append", default=[],
+                    help="run this workload spec file too (repeatable)")
+    vt.set_defaults(handler=cmd_vm_test)
     return parser
 
 

@@ -217,3 +217,20 @@ def _check(result: Result, check: bool, error: type[ThpvmError]) -> None:
     if check and result.returncode != 0:
         raise error(f"exit status {result.returncode}: {cmd}{where}",
                     "\n".join(result.tail[-20:]))
+
+
+def run_interactive(argv: Sequence[str | os.PathLike[str]]) -> int:
+    """Run a command attached to the user's terminal (e.g. `ssh` for `thpvm shell`).
+
+    It stays in thpvm's process group so the terminal's job control works; it
+    is terminated if thpvm is interrupted.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.info("run (interactive): %s", shlex.join(args))
+    popen = subprocess.Popen(args)
+    try:
+        return popen.wait()
+    finally:
+        if popen.poll() is None:
+            popen.terminate()
+            popen.wait()
