@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 STEP_LOG_ENV = "THPVM_BISECT_LOG"
 STEP_EXIT = {trials.GOOD: 0, trials.BAD: 1, trials.SKIP: 125}
-SUITE_HELP = ("what to run: selftest, workloads, all, or comma-separated names "
-              "(e.g. selftest:anon-khugepaged or a workload name); may be repeated")
+SUITE_HELP = ("what to run (the vm-test syntax): selftest, selftest-full, selftest:ID[+ID], "
+              "workloads, workloads:NAME[+NAME] or all, comma-separated or repeated; "
+              "default: the vm-test default")
 
 
 def split_suite(values: list[str] | None) -> list[str]:

@@ -63,6 +63,7 @@ class Side:
 
     label: str
     rev: str
+    commit: dict[str, str]
     runs: list[trials.RunRecord]
     decision: trials.Decision
 
@@ -71,8 +72,8 @@ class Side:
         """Result dicts of the runs that got as far as a verdict."""
         return [r.result for r in self.runs if r.result and r.status != trials.SKIP]
 
-    def to_json(self, tree: Path) -> dict[str, Any]:
-        return {"label": self.label, "commit": gitrepo.describe(tree, self.rev),
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "commit": self.commit,
                 "decision": self.decision.__dict__, "runs": [r.to_json() for r in self.runs]}
 
 
@@ -139,7 +140,7 @@ def _test_side(req: ValidateRequest, scratch: Path, label: str, rev: str, run_di
     runs = trials.run_trials(spec, req.repeat, run_dir / label, tester or trials.vm_tester,
                              flaky="majority", label="run")
     decision = trials.decide([r.status for r in runs], req.repeat, "majority")
-    return Side(label, rev, runs, decision)
+    return Side(label, rev, gitrepo.describe(scratch, rev), runs, decision)
 
 
 def _conclude(tree: Path, req: ValidateRequest, base: Side, patched: Side,
@@ -151,7 +152,7 @@ def _conclude(tree: Path, req: ValidateRequest, base: Side, patched: Side,
         "verdict": verdict, "exit_code": EXIT_FOR_VERDICT[verdict], "tree": str(tree),
         "patches": [str(p) for p in req.patches], "repeat": req.repeat,
         "untestable": untestable, "changes": [c.to_json() for c in changes],
-        "base": base.to_json(tree), "patched": patched.to_json(tree),
+        "base": base.to_json(), "patched": patched.to_json(),
         "counters_judged": req.repeat >= 2,
         "counters": vc.counter_table(base.results, patched.results),
         "side_by_side": _side_by_side(base, patched),
@@ -187,10 +188,9 @@ def format_report(record: dict[str, Any]) -> str:
     lines += [f"{'runs':<10}{_runs(b):<36}{_runs(p)}"]
     if record["untestable"]:
         lines.append(f"\ncould not test: {', '.join(record['untestable'])} had no judged run")
-    lines += ["", f"{'change':<44}{'base':<18}{'patched':<18}effect"]
+    lines += ["", "changes (base -> patched)"]
     for c in record["changes"]:
-        lines.append(f"{c['kind'] + ' ' + c['name']:<44}{c['base']:<18}{c['patched']:<18}"
-                     f"{c['effect']}")
+        lines.append(f"  {c['effect']:<12} {c['kind']} {c['name']}: {c['base']} -> {c['patched']}")
     if not record["changes"]:
         lines.append("  (none)")
     judged = "" if record["counters_judged"] else " (not judged: needs --repeat 2 or more)"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import orchestrator
 from orchestrator import bisect, bisect_step, gitrepo, trials
 from orchestrator.errors import (
     BootError,
@@ -155,44 +156,56 @@ def test_step_outside_a_git_tree_aborts(tmp_path: Path) -> None:
     assert bisect_step.step_main(["--tree", str(tmp_path / "plain")], fake_tester(0)) == 128
 
 
+@dataclass
+class FakeVmTestRequest:
+    """The shape of vmtest.VmTestRequest (the real one is checked below when importable)."""
+
+    tree: Path | None = None
+    rev: str | None = None
+    fragments: list[Path] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
+    suite: list[str] = field(default_factory=lambda: ["selftest", "workloads"])
+    out: Path | None = None
+    accel: str = "auto"
+
+
 def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default tester calls vmtest.run_vm_test with the checked-out tree and rev=None."""
     make_repo(tmp_path / "r", 1)
-    seen = []
-    fake = types.ModuleType("orchestrator.vmtest")
+    seen: list[FakeVmTestRequest] = []
 
-    @dataclass
-    class VmTestRequest:
-        tree: Path | None
-        rev: str | None
-        fragments: list[Path]
-        configs: list[str]
-        suite: list[str]
-        out: Path | None
-        accel: str = "auto"
-
-    def run_vm_test(req: VmTestRequest) -> FakeOutcome:
+    def run_vm_test(req: FakeVmTestRequest) -> FakeOutcome:
         seen.append(req)
         return outcome(0)
 
-    fake.VmTestRequest = VmTestRequest  # type: ignore[attr-defined]
+    fake = types.ModuleType("orchestrator.vmtest")
+    fake.VmTestRequest = FakeVmTestRequest  # type: ignore[attr-defined]
     fake.run_vm_test = run_vm_test  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "orchestrator.vmtest", fake)
-    import orchestrator
     monkeypatch.setattr(orchestrator, "vmtest", fake, raising=False)
     frag = tmp_path / "x.config"
     frag.write_text("CONFIG_X=y\n")
-    argv = ["--tree", str(tmp_path / "r"), "--suite", "selftest:anon-khugepaged,s1_full_pmd",
+    argv = ["--tree", str(tmp_path / "r"), "--suite", "selftest:anon+shmem,workloads:s1_full_pmd",
             "--suite", "workloads", "--fragment", str(frag), "--config", "CONFIG_Y=n",
             "--accel", "tcg", "--out", str(tmp_path / "steps")]
     assert bisect_step.step_main(argv) == 0
-    (req,) = seen
+    assert bisect_step.step_main(["--tree", str(tmp_path / "r")]) == 0
+    req, default = seen
     sha = sh(tmp_path / "r", "rev-parse", "HEAD")
     assert req.tree == (tmp_path / "r").resolve() and req.rev is None
-    assert req.suite == ["selftest:anon-khugepaged", "s1_full_pmd", "workloads"]
+    assert req.suite == ["selftest:anon+shmem", "workloads:s1_full_pmd", "workloads"]
     assert req.fragments == [frag] and req.configs == ["CONFIG_Y=n"] and req.accel == "tcg"
     assert req.out == tmp_path / "steps" / sha[:12] / "run-1"
+    assert default.suite == ["selftest", "workloads"] and default.out is None
+
+
+def test_the_real_pipeline_accepts_the_request() -> None:
+    vmtest = pytest.importorskip("orchestrator.vmtest", exc_type=ImportError)
+    req = vmtest.VmTestRequest(tree=Path("/t"), rev=None, fragments=[], configs=[], out=None,
+                               accel="auto")
+    req.suite = bisect_step.split_suite(["selftest:anon+shmem,workloads:s1_full_pmd", "all"])
+    vmtest.parse_suite(req.suite)
 
 
 # ------------------------------------------------------------ majority voting
