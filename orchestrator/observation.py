@@ -151,6 +151,10 @@ class Observation:
         """The checkpoint called `label`, or None."""
         return next((c for c in self.checkpoints if c.label == label), None)
 
+    def step_result(self, step: int) -> StepResult | None:
+        """The result of spec step `step` (None for checkpoints and steps never run)."""
+        return next((s for s in self.steps if s.step == step), None)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form for observed.json (with per-region totals spelled out)."""
         d = asdict(self)
@@ -369,7 +373,7 @@ def parse_driver_output(text: str, spec: WorkloadSpec | None = None) -> Observat
     """
     obs = Observation(spec_name=spec.name if spec else "")
     names = _Names(spec)
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.strip():
             continue
         try:

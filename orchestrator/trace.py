@@ -156,7 +156,7 @@ def parse_trace(text: str, names: Iterable[str] = (SCAN_PMD, COLLAPSE, ISOLATE, 
     """Parse a tracefs `trace` file; never raises. Events not in `names` are skipped."""
     wanted = set(names)
     trace = Trace()
-    for no, line in enumerate(text.splitlines(), 1):
+    for no, line in enumerate(text.split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         lost = _LOST_RE.match(line)

@@ -348,11 +348,9 @@ static void parse_line(char *line)
 			fail(2, "too many tokens");
 		else
 			t[nt++] = w;
-	if (!nt || t[0][0] == '#')
-		return;
-	if (lineno == 1 && (strcmp(t[0], "thpwork") || !t[1] || strcmp(t[1], "1") || nt != 2))
+	if (lineno == 1 && (nt != 2 || strcmp(t[0], "thpwork") || strcmp(t[1], "1")))
 		fail(2, "first line must be 'thpwork 1'");
-	if (lineno == 1)
+	if (lineno == 1 || !nt || t[0][0] == '#')
 		return;
 	if (!strcmp(t[0], "set") && nt == 3 && !nsteps && !nregions) {
 		parse_knob(t[1], t[2]);
