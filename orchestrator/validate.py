@@ -5,7 +5,8 @@ user's checkout is never touched, see `gitrepo.scratch_clone`): the base
 revision, then the base plus the patches (committed there with `git am` for
 mails, `git apply` + commit for bare diffs) or `--head`. The same suite runs
 `--repeat` times on each; `validate_compare` turns the runs into changes and a
-verdict:
+verdict. The report ends with `rundiff`'s side-by-side view of the first
+run of each side.
 
 ==============  ====  ============================================================
 verdict         exit  meaning
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import gitrepo, trials
+from . import gitrepo, rundiff, trials
 from . import validate_compare as vc
 from .cache import new_run_dir, write_json
 from .errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
@@ -163,18 +164,15 @@ def _conclude(tree: Path, req: ValidateRequest, base: Side, patched: Side,
     return ValidateOutcome(verdict, record["exit_code"], run_dir, base, patched, changes, text)
 
 
-def _side_by_side(base: Side, patched: Side) -> Any:
-    """The run-diff module's view of the first judged run of each side, if it exists."""
+def _side_by_side(base: Side, patched: Side) -> dict[str, Any] | None:
+    """`rundiff`'s A/B view of the first judged run of each side (both in JSON and text)."""
     if not (base.results and patched.results):
         return None
     try:
-        from . import rundiff  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        return rundiff.diff_runs(base.results[0], patched.results[0])
-    except Exception as e:  # a report nicety must not lose the verdict
-        log.warning("rundiff failed: %s", e)
+        diff = rundiff.diff_runs(base.results[0], patched.results[0])
+        return {"diff": diff.to_dict(), "text": diff.format_diff()}
+    except (KeyError, TypeError, ValueError) as e:  # a report nicety must not lose the verdict
+        log.warning("run diff failed: %s", e)
         return None
 
 
@@ -196,8 +194,9 @@ def format_report(record: dict[str, Any]) -> str:
     judged = "" if record["counters_judged"] else " (not judged: needs --repeat 2 or more)"
     lines += ["", f"counter deltas{judged}", f"{'':<28}{'base':<18}patched"]
     lines += [f"  {name:<26}{a:<18}{z}" for name, a, z in record["counters"]]
-    if isinstance(record.get("side_by_side"), str):
-        lines += ["", record["side_by_side"]]
+    if record.get("side_by_side"):
+        lines += ["", "first run of each side (A = base, B = patched):",
+                  record["side_by_side"]["text"]]
     return "\n".join(lines) + "\n"
 
 

@@ -197,6 +197,8 @@ def test_breaking_patch_is_a_regression(repo: Path, tmp_path: Path) -> None:
     assert record["patched"]["commit"]["subject"] == "thpvm validate: break.patch"
     assert "collapse_max_ptes_shared(khugepaged:anon)" in res.report
     assert "regression" in (tmp_path / "run" / "report.txt").read_text()
+    assert record["side_by_side"]["diff"]["kind"] == "regression"  # rundiff agrees
+    assert "selftest cases changed: 1" in res.report
 
 
 def test_comment_only_patch_is_no_change(repo: Path, tmp_path: Path) -> None:
