@@ -183,7 +183,7 @@ def _artifacts(result: Mapping[str, Any], run_dir: Path | None) -> list[dict[str
 def _problems(result: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(anchor, title, text) of everything that went wrong, most severe first."""
     out = [(f"console-{i}", f"kernel {e['kind']}", rd.event_headline(e))
-           for i, e in enumerate(result["console"]["events"])]
+           for i, e in enumerate(rd.console_events(result))]
     out += [(f"case-{ref.case_id}", ref.case_id, rd.failure_message(ref.case))
             for ref in rd.iter_cases(result) if ref.case["status"] in ("fail", "crash")]
     out += [(f"workload-{w['name']}", f"workload {w['name']}: {w['verdict']}", w["explanation"])
@@ -195,7 +195,9 @@ def render_html(result: Mapping[str, Any], run_dir: Path | None = None) -> str:
     """The report.html text of a (valid) result; `run_dir` marks missing artifacts."""
     meta = result["metadata"]
     refs = list(rd.iter_cases(result))
+    reason, detail = rd.reason_parts(result)
     context = {
+        "reason": reason, "detail": detail, "events": rd.console_events(result),
         "r": result, "meta": meta, "verdict_title": rd.VERDICT_TITLES[result["verdict"]],
         "summary": (result.get("selftest") or {}).get("summary"),
         "workload_counts": rd.workload_counts(result),

@@ -155,11 +155,12 @@ def _run_suite(root: ET.Element, result: Mapping[str, Any]) -> None:
     props.update({f"counter.{k}": v for k, v in sorted(result["counters"]["delta"].items())})
     _properties(suite, props)
     tc = _el(suite, "testcase", name="run", classname="thpvm")
+    reason, detail = rd.reason_parts(result)
+    text = f"verdict {result['verdict']} (exit {result['exit_code']}): {reason}\n{detail}"
     if result["verdict"] in ("could-not-test", "bad-input"):
-        _el(tc, "error", result["reason"], message=result["reason"], type=result["verdict"])
-    _el(tc, "system-out", f"verdict {result['verdict']} (exit {result['exit_code']}): "
-                          f"{result['reason']}")
-    events = result["console"]["events"]
+        _el(tc, "error", text.strip(), message=reason, type=result["verdict"])
+    _el(tc, "system-out", text.strip())
+    events = rd.console_events(result)
     if events:
         tc = _el(suite, "testcase", name="kernel console", classname="thpvm")
         text = "\n\n".join(f"[{e['kind']}]\n" + "\n".join(e["lines"]) for e in events)

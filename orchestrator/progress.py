@@ -7,7 +7,7 @@ so logs stay short and free of carriage returns.
 
     progress = Progress()
     with progress.stage("build"):
-        proc.run(argv, on_line=kbuild_on_line(progress))
+        build_kernel(req, progress.update)   # 'CC mm/khugepaged.o [1234 files]'
     print(format_summary(result))
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import sys
 import threading
@@ -31,7 +30,6 @@ from . import resultdata as rd
 log = logging.getLogger(__name__)
 
 _TRUE = ("1", "true", "yes", "on")
-_KBUILD = re.compile(r"^  ([A-Z][A-Z0-9_]{1,11}(?: \[M\])?)\s+(\S+)")
 
 
 def is_quiet(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
@@ -131,21 +129,6 @@ class Progress:
         return out
 
 
-def kbuild_on_line(progress: Progress) -> Callable[[str], None]:
-    """An `on_line` callback for `proc.run(make ...)` showing kbuild's quiet
-    lines ('  CC      mm/khugepaged.o') as 'CC mm/khugepaged.o [1234 files]'."""
-    count = 0
-
-    def on_line(line: str) -> None:
-        nonlocal count
-        m = _KBUILD.match(line)
-        if m:
-            count += 1
-            progress.update(f"{m.group(1)} {m.group(2)} [{count} files]")
-
-    return on_line
-
-
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -195,7 +178,7 @@ def _counter_lines(result: Mapping[str, Any]) -> list[str]:
 
 
 def format_summary(result: Mapping[str, Any], run_dir: Path | None = None,
-                   width: int = 100, limit: int = 10) -> str:
+                   width: int = 100, limit: int = 10, detail_lines: int = 8) -> str:
     """The final summary table of a run: selftest counts and failures, workload
     verdicts, key counter deltas, console events, verdict and exit code."""
     meta = result["metadata"]
@@ -205,15 +188,17 @@ def format_summary(result: Mapping[str, Any], run_dir: Path | None = None,
     revision = (meta.get("revision") or "")[:12]
     lines = ["-" * min(width, 72),
              f"thpvm run {result['run_id']}: {title} (exit code {result['exit_code']})"]
-    if result["reason"]:
-        lines.append(_fit(f"  {result['reason']}", width))
+    reason, detail = rd.reason_parts(result)
+    if reason:
+        lines.append(_fit(f"  {reason}", width))
+    lines += [_fit(f"  | {line}", width) for line in detail.splitlines()[-detail_lines:]]
     lines.append(_fit(f"kernel     {meta.get('kernel_release') or 'not built'}  "
                       f"{meta['tree_kind']} {revision}  accel {meta.get('accel') or '-'}", width))
     lines.append(_fit(f"time       {stages or '-'}", width))
     lines += _selftest_lines(result, width, limit)
     lines += _workload_lines(result, width, limit)
     lines += _counter_lines(result)
-    for event in result["console"]["events"][:limit]:
+    for event in rd.console_events(result)[:limit]:
         lines.append(_fit(f"console    {event['kind']}: {rd.event_headline(event)}", width))
     if run_dir is not None:
         lines.append(f"report     {Path(run_dir) / 'report.html'}")

@@ -147,9 +147,21 @@ def is_time_series(workload: Mapping[str, Any]) -> bool:
     return len(workload.get("checkpoints", [])) >= 2
 
 
+def console_events(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Console events worth showing (everything but the informational 'ready')."""
+    return [e for e in result["console"]["events"] if e["kind"] != "ready"]
+
+
 def crash_events(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Console events that mean the kernel or guest died or hung."""
     return [e for e in result["console"]["events"] if e["kind"] in CRASH_KINDS]
+
+
+def reason_parts(result: Mapping[str, Any]) -> tuple[str, str]:
+    """(one-line reason, detail): extra reason lines and the `detail` field."""
+    head, _, rest = str(result.get("reason", "")).strip().partition("\n")
+    detail = "\n".join(x for x in (rest.strip("\n"), str(result.get("detail", ""))) if x)
+    return head.strip(), detail
 
 
 def workload_counts(result: Mapping[str, Any]) -> dict[str, int]:

@@ -160,7 +160,7 @@ def _counter_deltas(result: Mapping[str, Any]) -> dict[str, int]:
 
 def _event_counts(result: Mapping[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for event in result["console"]["events"]:
+    for event in rd.console_events(result):
         counts[event["kind"]] = counts.get(event["kind"], 0) + 1
     return counts
 

@@ -55,7 +55,8 @@ ANON_TESTS: list[tuple[str, dict[str, list[str]]]] = [
             "Maybe collapse with max_ptes_shared exceeded", "Trigger CoW on page 256 of 512",
             "Collapse with max_ptes_shared PTEs shared", "Check if parent still has huge page"],
         M: ["Allocate huge page", "Share huge page over fork()", "Trigger CoW on page 255 of 512",
-            "Maybe collapse with max_ptes_shared exceeded", "Check if parent still has huge page"]}),
+            "Maybe collapse with max_ptes_shared exceeded",
+            "Check if parent still has huge page"]}),
     ("madvise_collapse_existing_thps", {M: ["Allocate huge page",
                                             "Collapse fully populated PTE table"]}),
 ]
@@ -255,8 +256,11 @@ def passing() -> dict:
         "metadata": metadata("3f1c2a9b7e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b", "6.12.117"),
         "selftest": {"invocations": invocations, "summary": summary(invocations)},
         "workloads": workloads, "counters": run_counters(deltas),
-        "console": {"events": []}, "artifacts": dict(ARTIFACTS),
+        "console": {"events": [READY_EVENT]}, "artifacts": dict(ARTIFACTS),
     }
+
+
+READY_EVENT = {"kind": "ready", "at": 3.41, "lines": ["thpvm: guest ready"]}
 
 
 def case_fail() -> dict:
@@ -280,8 +284,8 @@ def case_fail() -> dict:
                         "outcome": "fail", "detail": "Fail"}
     result["selftest"]["summary"] = summary(result["selftest"]["invocations"])
     result["workloads"][1] = s3_workload(collapsed_early=True)
-    result["console"]["events"] = [{
-        "kind": "warning", "stage": "selftest", "line": 812,
+    result["console"]["events"] = [READY_EVENT, {
+        "kind": "warning", "stage": "selftest", "line": 812, "at": 41.2,
         "lines": WARNING_LINES}]
     return result
 
@@ -329,8 +333,8 @@ def crash() -> dict:
                          "collapse_compound_extreme(khugepaged:anon)")
     result["metadata"].update(revision="3f1c2a9b7e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b-dirty",
                               kernel_release="6.12.117-dirty",
-                              started="2025-06-02T10:15:00+00:00",
-                              finished="2025-06-02T10:16:31+00:00")
+                              started="2025-06-02T10:15:00+0000",
+                              finished="2025-06-02T10:16:31+0000")
     result["metadata"]["durations"] = {"build": 44.0, "image": 1.2, "boot": 9.9,
                                        "selftest": 35.4}
     cases = anon_cases()
