@@ -1,0 +1,231 @@
+"""trace.py: tracefs line parsing (recorded shapes + garbage) and PMD placement."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.observation import parse_driver_output
+from orchestrator.spec import parse_spec
+from orchestrator.trace import (
+    COLLAPSE,
+    SCAN_PMD,
+    STATUS_NAMES,
+    locate_scans,
+    parse_line,
+    parse_trace,
+)
+
+HEADER = """# tracer: nop
+#
+# entries-in-buffer/entries-written: 6/6   #P:2
+#
+#                                _-----=> irqs-off/BH-disabled
+#                               / _----=> need-resched
+#                              | / _---=> hardirq/softirq
+#                              || / _--=> preempt-depth
+#                              ||| / _-=> migrate-disable
+#                              |||| /     delay
+#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
+#              | |         |   |||||     |         |
+"""
+
+
+def scan(task: str, pid: int, t: str, mm: str, pfn: str, status: str, *, ref: int = 0,
+         none: int = 0, unmapped: int = 0, writable: int = 1) -> str:
+    return (f"{task:>16}-{pid:<7} [001] .....  {t}: {SCAN_PMD}: mm={mm}, scan_pfn={pfn}, "
+            f"writable={writable}, referenced={ref}, none_or_zero={none}, status={status}, "
+            f"unmapped={unmapped}")
+
+
+def test_parse_scan_pmd_line() -> None:
+    ev = parse_line(scan("khugepaged", 35, "152.123456", "00000000a1b2c3d4", "0x11a200",
+                         "exceed_none_pte", ref=3, none=257))
+    assert ev is not None
+    assert (ev.task, ev.pid, ev.cpu, ev.time_ns) == ("khugepaged", 35, 1, 152_123_456_000)
+    assert ev.name == SCAN_PMD and ev.mm == "00000000a1b2c3d4" and ev.scan_pfn == 0x11A200
+    assert ev.status == "EXCEED_NONE_PTE"
+    assert ev.fields["none_or_zero"] == 257 and ev.fields["referenced"] == 3
+
+
+def test_no_pfn_and_odd_task_names() -> None:
+    ev = parse_line(scan("kworker/u8:1-ev", 9, "1.5", "0000000011112222", "0xffffffffffffffff",
+                         "pmd_none"))
+    assert ev is not None and ev.task == "kworker/u8:1-ev" and ev.pid == 9
+    assert ev.scan_pfn is None and ev.status == "PMD_NONE" and ev.time_ns == 1_500_000_000
+
+
+def test_tgid_column_and_collapse_event() -> None:
+    line = (" khugepaged-35 (   35) [000] d..1. 10.000001: mm_collapse_huge_page: "
+            "mm=000000001234abcd, isolated=1, status=succeeded")
+    ev = parse_line(line)
+    assert ev is not None and ev.name == COLLAPSE and ev.status == "SUCCEED"
+    assert ev.fields["isolated"] == 1 and ev.time_ns == 10_000_001_000
+
+
+def test_every_6_12_status_text_maps_to_a_scan_name() -> None:
+    from orchestrator.model.results import Scan  # the model's enum names must line up
+
+    names = {s.name for s in Scan}
+    assert set(STATUS_NAMES.values()) <= names
+    assert all(Scan[name].value == text for text, name in STATUS_NAMES.items())
+
+
+def test_parse_trace_file() -> None:
+    text = HEADER + "\n".join([
+        scan("khugepaged", 35, "1.000001", "m1", "0x100", "succeeded", ref=512),
+        "CPU:1 [LOST 17 EVENTS]",
+        "##### CPU 1 buffer started ####",
+        "     thpwork-99 [000] .....  2.000000: mm_collapse_huge_page_isolate: scan_pfn=0x5, "
+        "none_or_zero=0, referenced=0, writable=1, status=succeeded",
+        "     thpwork-99 [000] .....  2.000001: sched_switch: prev_comm=x",
+        "garbage that is not a trace line",
+        scan("khugepaged", 35, "3.0", "m1", "0xzz", "succeeded"),
+    ]) + "\n"
+    tr = parse_trace(text)
+    assert [e.name for e in tr.events] == [SCAN_PMD, "mm_collapse_huge_page_isolate"]
+    assert tr.lost_events == 17
+    assert len(tr.unparsed) == 2  # the garbage and the bad pfn ("#####" banners are comments)
+    assert tr.events[1].scan_pfn == 5
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=300))
+def test_garbage_never_crashes(text: str) -> None:
+    tr = parse_trace(text)
+    assert len(tr.events) + len(tr.unparsed) <= text.count("\n") + 1
+
+
+@given(st.lists(st.sampled_from(["khugepaged-35  [001] .....  1.0: mm_khugepaged_scan_pmd: ",
+                                 "mm=", "scan_pfn=0x", "status=", "ab", ", ", "=", "12",
+                                 "unmapped=-3", "\n", "CPU:1 [LOST x EVENTS]"]), max_size=30))
+def test_near_miss_lines_never_crash(parts: list[str]) -> None:
+    parse_trace("".join(parts))
+
+
+# --------------------------------------------------------------------------- placement
+
+SPEC = parse_spec("""
+format = 1
+name = "place"
+[[regions]]
+name = "a"
+pmds = 3
+[[steps]]
+op = "touch"
+region = "a"
+[[steps]]
+op = "madvise"
+region = "a"
+advice = "hugepage"
+[[steps]]
+op = "wait_scans"
+count = 1
+label = "w"
+[[steps]]
+op = "madvise"
+region = "a"
+advice = "collapse"
+""", "place.toml")
+
+BASE = 1 << 40
+PMD = 2 << 20
+
+
+def _driver_output() -> str:
+    vma = [BASE, BASE + 3 * PMD, 6144, 0, 0, 1, "rd wr mr mw me ac hg"]
+    region = {"region": 0, "start": BASE, "vmas": [vma], "pmd_method": "pagemap_scan",
+              "huge_pmds": [], "zero_pmds": []}
+    cp = {"counters": {"full_scans": 1}, "procs": [{"proc": "parent", "pid": 500,
+                                                     "regions": [region]}]}
+    ev = [
+        {"event": "start", "pid": 500, "time_ns": 1_000_000_000},
+        {"event": "beacon", "proc": "parent", "pid": 500, "ret": -1, "errno": 22,
+         "time_ns": 1_100_000_000},
+        {"event": "region", "region": 0, "start": BASE, "pages": 1536},
+        {"event": "checkpoint", "step": -1, "time_ns": 1_200_000_000, **cp},
+        # pmd 0: pages 0..511 at pfn 1000.., pmd 1: pfn 5000.., pmd 2 not present
+        {"event": "pfns", "step": 2, "time_ns": 2_000_000_000, "proc": "parent", "region": 0,
+         "runs": [[0, 1000, 512], [512, 5000, 512]]},
+        {"event": "wait", "step": 2, "start": 1, "target": 2, "reached": 2, "timed_out": False,
+         "time_ns": 4_000_000_000},
+        {"event": "checkpoint", "step": 2, "time_ns": 4_000_000_001, **cp},
+        {"event": "pfns", "step": 3, "time_ns": 5_000_000_000, "proc": "parent", "region": 0,
+         "runs": [[0, 7000, 512]]},
+        {"event": "step", "step": 3, "proc": "parent", "op": "madvise", "region": 0,
+         "calls": [[0, 1535, -1, 22]], "time_ns": 6_000_000_000},
+        {"event": "end"},
+    ]
+    return "\n".join(json.dumps(e) for e in ev)
+
+
+def test_locate_scans() -> None:
+    obs = parse_driver_output(_driver_output(), SPEC)
+    trace = parse_trace(HEADER + "\n".join([
+        # the beacon: MADV_COLLAPSE from the driver's pid names its mm "mmP"
+        scan("thpwork", 500, "1.050000", "mmP", "0xffffffffffffffff", "pmd_none"),
+        # khugepaged pass: pmd 0 by pfn (last page 1511), pmd 1 by pfn, pmd 2 by order
+        scan("khugepaged", 35, "3.000000", "mmP", hex(1511), "succeeded", ref=512),
+        scan("khugepaged", 35, "3.000100", "mmP", hex(5000 + 300), "exceed_none_pte"),
+        scan("khugepaged", 35, "3.000200", "mmP", "0xffffffffffffffff", "pmd_none"),
+        # another process's mm: dropped
+        scan("khugepaged", 35, "3.000300", "mmX", hex(123456), "succeeded", ref=512),
+        # MADV_COLLAPSE of the whole region: three blocks in order
+        scan("thpwork", 500, "5.500000", "mmP", "0xffffffffffffffff", "page_pmd_mapped"),
+        scan("thpwork", 500, "5.500100", "mmP", hex(5002), "succeeded"),
+        scan("thpwork", 500, "5.500200", "mmP", "0xffffffffffffffff", "pmd_none"),
+    ]))
+    placed = locate_scans(trace, obs)
+    got = [(p.source, p.proc, p.region, p.pmd, p.located_by, p.status) for p in placed]
+    assert got == [
+        ("khugepaged", "parent", "a", 0, "pfn", "SUCCEED"),
+        ("khugepaged", "parent", "a", 1, "pfn", "EXCEED_NONE_PTE"),
+        ("khugepaged", "parent", "a", 2, "order", "PMD_NONE"),
+        ("madvise", "parent", "a", 0, "madvise", "PMD_MAPPED"),
+        ("madvise", "parent", "a", 1, "madvise", "SUCCEED"),
+        ("madvise", "parent", "a", 2, "madvise", "PMD_NONE"),
+    ]
+    assert placed[1].address == BASE + PMD
+
+
+def test_order_chain_dropped_when_pfn_disagrees() -> None:
+    obs = parse_driver_output(_driver_output(), SPEC)
+    trace = parse_trace("\n".join([
+        scan("thpwork", 500, "1.050000", "mmP", "0xffffffffffffffff", "pmd_none"),
+        scan("khugepaged", 35, "3.000000", "mmP", hex(1000), "succeeded"),  # pmd 0
+        scan("khugepaged", 35, "3.000100", "mmP", "0xffffffffffffffff", "pmd_none"),  # guess 1
+        scan("khugepaged", 35, "3.000200", "mmP", hex(5001), "succeeded"),  # pfn says pmd 1
+    ]))
+    placed = locate_scans(trace, obs)
+    assert [(p.pmd, p.located_by) for p in placed] == [(0, "pfn"), (None, "none"), (1, "pfn")]
+
+
+def test_single_candidate_without_pfn() -> None:
+    spec = parse_spec("""
+format = 1
+name = "one"
+[[regions]]
+name = "a"
+pmds = 1
+[[steps]]
+op = "checkpoint"
+""", "one.toml")
+    vma = [BASE, BASE + PMD, 1788, 260, 0, 1, "rd wr hg"]
+    cp = {"event": "checkpoint", "step": 0, "time_ns": 9, "counters": {},
+          "procs": [{"proc": "parent", "pid": 7, "regions": [
+              {"region": 0, "start": BASE, "vmas": [vma], "pmd_method": "pagemap_scan",
+               "huge_pmds": [], "zero_pmds": []}]}]}
+    out = "\n".join(json.dumps(e) for e in [
+        {"event": "start", "pid": 7}, {"event": "beacon", "proc": "parent", "pid": 7,
+                                       "time_ns": 2_000}, {"event": "region", "region": 0,
+                                                           "start": BASE, "pages": 512}, cp])
+    obs = parse_driver_output(out, spec)
+    trace = parse_trace("\n".join([
+        scan("thpwork", 7, "0.000001", "mmQ", "0xffffffffffffffff", "pmd_none"),
+        scan("khugepaged", 35, "0.000005", "mmQ", "0xffffffffffffffff", "exceed_swap_pte",
+             unmapped=65),
+    ]))
+    placed = locate_scans(trace, obs)
+    assert [(p.pmd, p.located_by, p.status) for p in placed] == [(0, "only", "EXCEED_SWAP_PTE")]
