@@ -92,6 +92,8 @@ def _selftest_suite(root: ET.Element, result: Mapping[str, Any],
     props = {f"counter.{k}": v for k, v in sorted(inv["counter_deltas"].items())}
     props.update({"argv": " ".join(inv["argv"]), "status": inv["status"],
                   "exit_code": "none" if inv["exit_code"] is None else inv["exit_code"]})
+    if inv.get("explanation"):
+        props["explanation"] = inv["explanation"]
     _properties(suite, props)
     crash_text = "\n\n".join("\n".join(e["lines"]) for e in rd.crash_events(result))
     for ref in refs:

@@ -54,6 +54,9 @@ def schema_problems(result: object) -> list[str]:
     validator = jsonschema.Draft202012Validator(load_schema())
     problems = []
     for err in sorted(validator.iter_errors(result), key=lambda e: list(map(str, e.path))):
+        # oneOf/anyOf failures carry the real cause among their sub-errors
+        while err.context:
+            err = max(err.context, key=lambda e: len(e.absolute_path))
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         problems.append(f"{where}: {_short(err.message)}")
     return problems
