@@ -12,6 +12,7 @@ output) and ``git-bisect-log.txt`` (``git bisect log``, replayable).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import shutil
@@ -61,6 +62,26 @@ class BisectOutcome:
     steps: list[dict[str, Any]]
     report: str
     user_tree_changes: list[str] = field(default_factory=list)
+
+
+def add_bisect_arguments(parser: argparse.ArgumentParser) -> None:
+    """All options of `thpvm bisect`."""
+    parser.add_argument("--tree", type=Path, required=True,
+                        help="the kernel git tree to bisect (left exactly as it is)")
+    parser.add_argument("--good", required=True, metavar="REV", help="a known good revision")
+    parser.add_argument("--bad", required=True, metavar="REV", help="a known bad revision")
+    bisect_step.add_test_arguments(parser)
+    bisect_step.add_policy_arguments(parser)
+    parser.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
+
+
+def request_from_args(args: argparse.Namespace) -> BisectRequest:
+    """A BisectRequest from a namespace made with `add_bisect_arguments`."""
+    return BisectRequest(tree=args.tree, good=args.good, bad=args.bad,
+                         suite=bisect_step.split_suite(args.suite), repeat=args.repeat,
+                         boot_failure=args.boot_failure, flaky=args.flaky,
+                         fragments=list(args.fragment), configs=list(args.config),
+                         accel=args.accel, out=args.out)
 
 
 def step_command() -> list[str]:

@@ -103,6 +103,11 @@ class StepOptions:
                    step_log=args.step_log, out=args.out)
 
 
+def step_from_args(args: argparse.Namespace, tester: trials.Tester | None = None) -> int:
+    """Handler for a `bisect-step` subparser built with `add_step_arguments`."""
+    return run_step(StepOptions.from_args(args), tester)
+
+
 class _StepParser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # never exit 2: git bisect would mark bad
         raise UserError(f"bisect-step: {message}")

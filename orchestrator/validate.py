@@ -26,12 +26,13 @@ repeat), ``validate.json`` and ``report.txt``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import gitrepo, rundiff, trials
+from . import bisect_step, gitrepo, rundiff, trials
 from . import validate_compare as vc
 from .cache import new_run_dir, write_json
 from .errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
@@ -89,6 +90,27 @@ class ValidateOutcome:
     patched: Side
     changes: list[vc.Change]
     report: str
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    """All options of `thpvm validate`."""
+    parser.add_argument("--tree", type=Path, required=True,
+                        help="the kernel git tree (left exactly as it is)")
+    parser.add_argument("--base", required=True, metavar="REV", help="the revision to compare with")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--patch", type=Path, nargs="+", action="extend", default=[],
+                      metavar="FILE", help="mbox or diff patch(es) applied on --base, in order")
+    what.add_argument("--head", metavar="REV", help="a revision to compare with --base instead")
+    bisect_step.add_test_arguments(parser)
+    parser.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
+
+
+def request_from_args(args: argparse.Namespace) -> ValidateRequest:
+    """A ValidateRequest from a namespace made with `add_validate_arguments`."""
+    return ValidateRequest(tree=args.tree, base=args.base, patches=list(args.patch),
+                           head=args.head, suite=bisect_step.split_suite(args.suite),
+                           repeat=args.repeat, fragments=list(args.fragment),
+                           configs=list(args.config), accel=args.accel, out=args.out)
 
 
 def check_request(req: ValidateRequest) -> None:

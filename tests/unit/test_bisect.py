@@ -418,3 +418,28 @@ def test_parse_bisect_output() -> None:
     assert bisect.parse_bisect_output(text) == ("ambiguous", None, [sha, "b" * 40])
     assert bisect.parse_bisect_output("error: bisect run failed: exit code 128")[0] == "aborted"
     assert bisect.parse_bisect_output("something else")[0] == "failed"
+
+
+def test_bisect_arguments_make_a_request(tmp_path: Path) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bisect.add_bisect_arguments(parser)
+    args = parser.parse_args(["--tree", "/src/linux", "--good", "v6.11", "--bad", "HEAD",
+                              "--suite", "selftest:anon", "--repeat", "3", "--boot-failure",
+                              "bad", "--config", "CONFIG_A=y"])
+    req = bisect.request_from_args(args)
+    assert (req.tree, req.good, req.bad, req.suite) == (Path("/src/linux"), "v6.11", "HEAD",
+                                                        ["selftest:anon"])
+    assert (req.repeat, req.boot_failure, req.flaky, req.configs) == (3, "bad", "skip",
+                                                                     ["CONFIG_A=y"])
+
+
+def test_step_from_args(tmp_path: Path) -> None:
+    import argparse
+
+    make_repo(tmp_path / "r", 1)
+    parser = argparse.ArgumentParser()
+    bisect_step.add_step_arguments(parser)
+    args = parser.parse_args(["--tree", str(tmp_path / "r")])
+    assert bisect_step.step_from_args(args, fake_tester(BootError("no"))) == 125

@@ -248,3 +248,20 @@ def test_unbuildable_patch_could_not_test(repo: Path, tmp_path: Path) -> None:
 def test_bad_requests(repo: Path, tmp_path: Path, kw: dict[str, Any], match: str) -> None:
     with pytest.raises(UserError, match=match):
         validate.run_validate(request(repo, tmp_path, **kw), FakePipeline())
+
+
+def test_validate_arguments_make_a_request() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    validate.add_validate_arguments(parser)
+    args = parser.parse_args(["--tree", "/src", "--base", "v6.12", "--patch", "a.patch",
+                              "b.patch", "--patch", "c.mbox", "--repeat", "2"])
+    req = validate.request_from_args(args)
+    assert req.patches == [Path("a.patch"), Path("b.patch"), Path("c.mbox")]
+    assert (req.base, req.head, req.repeat, req.suite) == ("v6.12", None, 2, [])
+    req = validate.request_from_args(parser.parse_args(["--tree", "/src", "--base", "a",
+                                                        "--head", "b"]))
+    assert (req.patches, req.head) == ([], "b")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tree", "/src", "--base", "a", "--head", "b", "--patch", "p"])
