@@ -1,0 +1,389 @@
+"""Model prediction vs driver observation: a verdict with a plain explanation.
+
+A prediction gives, per checkpoint label, a list of admissible *alternatives*
+(nondeterminism the model cannot resolve, e.g. a first pass lost to mmap_lock
+contention). Alternatives with the same name across checkpoints form one path;
+the workload matches if one path fits every checkpoint. Values are compared
+exactly: a predicted value is an integer or an inclusive range
+``{"min": a, "max": b|None}`` given by the model, never widened here.
+
+Normalised prediction shape (`normalize_prediction` builds it from the model's
+object or from predicted.json)::
+
+    {"checkpoints": [{"label": str, "alternatives": [
+        {"name": str,
+         "counters": {counter: value},                     # deltas since the baseline
+         "regions": {"a" | "child:a": {field: value}},     # fields: see REGION_FIELDS
+         "huge_pmds": {"a" | "child:a": [k, ...]},         # optional, PMD indices
+         "decisions": [{"proc", "by", "address", "result", ...}]}]}],  # optional, per PMD
+     "steps": {step_index: "ok" | "EINVAL" | ...}}         # optional, syscall results
+
+Region keys: the parent's regions by name, the child's as ``child:<name>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import write_json
+from .observation import BASELINE_LABEL, Checkpoint, Observation, RegionSample
+from .spec import PMD_SIZE, WorkloadSpec
+from .trace import PmdScan
+
+log = logging.getLogger(__name__)
+
+Value = int | Mapping[str, int | None]
+
+#: observed per-region fields the model may predict (kB unless noted)
+REGION_FIELDS: dict[str, Callable[[RegionSample], int]] = {
+    "AnonHugePages": lambda r: r.anon_huge_kb,
+    "Rss": lambda r: r.rss_kb,
+    "RssAnon": lambda r: r.rss_kb,  # the regions are private anonymous: Rss == anon Rss
+    "Swap": lambda r: r.swap_kb,
+    "huge_pmds": lambda r: len(r.huge_pmds),  # number of PMD-mapped THPs
+}
+
+
+@dataclass
+class Verdict:
+    """status: "match" | "mismatch" | "error"; details: one dict per difference."""
+
+    status: str
+    explanation: str
+    details: list[dict[str, Any]] = field(default_factory=list)
+    chosen_alternative: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def value_range(v: Any) -> tuple[int, int | None]:
+    """(min, max) of a predicted value; ValueError if it is neither int nor range."""
+    if isinstance(v, bool):
+        raise ValueError(f"predicted value {v!r} is not an integer or range")
+    if isinstance(v, int):
+        return v, v
+    if isinstance(v, Mapping) and isinstance(v.get("min"), int):
+        hi = v.get("max")
+        if hi is None or isinstance(hi, int):
+            return int(v["min"]), hi
+    raise ValueError(f"predicted value {v!r} is not an integer or {{min, max}}")
+
+
+def fits(predicted: Any, observed: int) -> bool:
+    """Does `observed` equal (or lie inside) the predicted value?"""
+    lo, hi = value_range(predicted)
+    return lo <= observed and (hi is None or observed <= hi)
+
+
+def show(predicted: Any) -> str:
+    """'3', '2..4' or '>=2'."""
+    lo, hi = value_range(predicted)
+    return f">={lo}" if hi is None else str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+# --------------------------------------------------------------------------- normalising
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+def normalize_prediction(prediction: Any) -> dict[str, Any]:
+    """The model's Prediction (object with to_dict, dataclass) or a predicted.json dict,
+    in the shape of the module docstring. ValueError if it has no checkpoints list."""
+    d = _plain(prediction)
+    if not isinstance(d, Mapping) or not isinstance(d.get("checkpoints"), list):
+        raise ValueError("prediction has no 'checkpoints' list")
+    cps = []
+    for cp in d["checkpoints"]:
+        cp = _plain(cp)
+        alts = cp.get("alternatives", cp.get("predicted"))
+        if not isinstance(cp.get("label"), str) or not isinstance(alts, list):
+            raise ValueError(f"prediction checkpoint {cp!r:.80}: needs 'label' and 'alternatives'")
+        cps.append({"label": cp["label"], "alternatives": [_plain(a) for a in alts]})
+    steps = {int(k): v for k, v in (d.get("steps") or {}).items()}
+    return {"checkpoints": cps, "steps": steps}
+
+
+def observed_regions(cp: Checkpoint) -> dict[str, RegionSample]:
+    """Region samples of a checkpoint keyed "a" (parent) / "child:a" (child)."""
+    out: dict[str, RegionSample] = {}
+    for proc, regions in cp.procs.items():
+        for name, sample in regions.items():
+            out[name if proc == "parent" else f"{proc}:{name}"] = sample
+    return out
+
+
+# --------------------------------------------------------------------------- diffing
+
+
+def _diff_checkpoint(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
+    """Every difference between one alternative and one observed checkpoint."""
+    diffs: list[dict[str, Any]] = []
+    for name, pv in sorted((alt.get("counters") or {}).items()):
+        obs = cp.deltas.get(name)
+        if obs is None or not fits(pv, obs):
+            diffs.append({"checkpoint": cp.label, "kind": "counter", "name": name,
+                          "predicted": show(pv), "observed": obs,
+                          "by": None if obs is None else obs - value_range(pv)[0]})
+    regions = observed_regions(cp)
+    for key, fields in sorted((alt.get("regions") or {}).items()):
+        sample = regions.get(key)
+        for fname, pv in sorted(fields.items()):
+            getter = REGION_FIELDS.get(fname)
+            obs = getter(sample) if sample is not None and getter is not None else None
+            if obs is None or not fits(pv, obs):
+                diffs.append({"checkpoint": cp.label, "kind": "region", "region": key,
+                              "name": fname, "predicted": show(pv), "observed": obs})
+    for key, pmds in sorted((alt.get("huge_pmds") or {}).items()):
+        sample = regions.get(key)
+        got = sorted(sample.huge_pmds) if sample is not None else None
+        if got != sorted(pmds):
+            diffs.append({"checkpoint": cp.label, "kind": "huge_pmds", "region": key,
+                          "name": "huge_pmds", "predicted": sorted(pmds), "observed": got})
+    return diffs
+
+
+def _diff_steps(pred_steps: Mapping[int, Any], obs: Observation,
+                spec: WorkloadSpec | None) -> list[dict[str, Any]]:
+    """Syscall results vs the model's prediction and the spec's `expect`."""
+    diffs = []
+    expected: dict[int, tuple[str, str]] = {i: (str(v), "model") for i, v in pred_steps.items()}
+    for s in obs.steps:
+        if s.expected is not None:
+            expected.setdefault(s.step, (s.expected, "spec"))
+    for i, (want, who) in sorted(expected.items()):
+        got = obs.step_result(i)
+        if got is None or got.result != want:
+            what = _step_name(spec, i)
+            diffs.append({"kind": "step", "step": i, "name": what, "predicted": want,
+                          "observed": got.result if got else None, "source": who})
+    return diffs
+
+
+def _step_name(spec: WorkloadSpec | None, i: int) -> str:
+    if spec is None or i >= len(spec.steps):
+        return f"step {i}"
+    s = spec.steps[i]
+    extra = s.args.get("advice") or s.args.get("access") or s.args.get("prot") or ""
+    who = f" ({s.proc})" if s.proc != "parent" else ""
+    return f"step {i} {s.op} {extra} {s.region or ''}{who}".replace("  ", " ").strip()
+
+
+def _paths(pred: Mapping[str, Any]) -> list[str]:
+    """Alternative names in first-seen order (a path = one name across checkpoints)."""
+    names: list[str] = []
+    for cp in pred["checkpoints"]:
+        for alt in cp["alternatives"]:
+            if alt.get("name") not in names:
+                names.append(alt.get("name"))
+    return names
+
+
+def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str) -> list[dict[str, Any]]:
+    diffs: list[dict[str, Any]] = []
+    for cp_pred in pred["checkpoints"]:
+        alts = [a for a in cp_pred["alternatives"] if a.get("name") == path]
+        if not alts:
+            alts = cp_pred["alternatives"][:1] if len(cp_pred["alternatives"]) == 1 else []
+        cp = obs.checkpoint(cp_pred["label"])
+        if cp is None:
+            diffs.append({"checkpoint": cp_pred["label"], "kind": "missing",
+                          "name": "checkpoint", "predicted": "present", "observed": None})
+        elif not alts:
+            diffs.append({"checkpoint": cp.label, "kind": "path", "name": path,
+                          "predicted": "no such alternative here", "observed": None})
+        else:
+            diffs += _diff_checkpoint(alts[0], cp)
+    return diffs
+
+
+# --------------------------------------------------------------------------- PMD detail
+
+
+def _scans_between(scans: list[PmdScan], obs: Observation, label: str) -> list[PmdScan]:
+    idx = next((i for i, c in enumerate(obs.checkpoints) if c.label == label), None)
+    if idx is None:
+        return []
+    t0 = obs.checkpoints[idx - 1].time_ns if idx > 0 else 0
+    t1 = obs.checkpoints[idx].time_ns
+    return [s for s in scans if t0 <= s.event.time_ns <= t1]
+
+
+def _reasoning(d: Mapping[str, Any]) -> str:
+    keys = ("none_or_zero", "unmapped", "shared", "referenced", "writable")
+    counts = ", ".join(f"{k}={d[k]}" for k in keys if k in d)
+    return f"{d.get('result')}" + (f" ({counts})" if counts else "")
+
+
+def _kernel_reasoning(s: PmdScan) -> str:
+    f = s.event.fields
+    keys = ("none_or_zero", "unmapped", "referenced", "writable")
+    counts = ", ".join(f"{k}={f[k]}" for k in keys if k in f)
+    return f"{s.status} ({counts})"
+
+
+def pmd_details(diff: Mapping[str, Any], alt: Mapping[str, Any], obs: Observation,
+                scans: list[PmdScan]) -> list[dict[str, Any]]:
+    """For a region/counter difference: PMDs where the kernel's last status in the
+    checkpoint interval differs from the model's last decision for that address."""
+    label = diff.get("checkpoint")
+    if not isinstance(label, str):
+        return []
+    key = diff.get("region")
+    proc, _, rname = key.partition(":") if key and ":" in key else ("parent", "", key)
+    kernel: dict[int, PmdScan] = {}
+    for s in _scans_between(scans, obs, label):
+        if s.address is not None and (rname is None or (s.region == rname and s.proc == proc)):
+            kernel[s.address] = s
+    model: dict[int, Mapping[str, Any]] = {}
+    for d in alt.get("decisions") or []:
+        if isinstance(d.get("address"), int) and (rname is None or d.get("proc") == proc):
+            model[d["address"] // PMD_SIZE * PMD_SIZE] = d
+    out = []
+    for addr in sorted(set(kernel) | set(model)):
+        k, m = kernel.get(addr), model.get(addr)
+        if k is not None and m is not None and k.status == m.get("result"):
+            continue
+        if k is None and (m is None or rname is None):
+            continue
+        out.append({"address": f"{addr:#x}", "region": k.region if k else rname,
+                    "pmd": k.pmd if k else None, "proc": k.proc if k else proc,
+                    "kernel": _kernel_reasoning(k) if k else "no scan traced",
+                    "kernel_located_by": k.located_by if k else None,
+                    "model": _reasoning(m) if m else "no decision"})
+    return out
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _describe(d: Mapping[str, Any]) -> str:
+    where = f"checkpoint {d['checkpoint']!r}: " if d.get("checkpoint") else ""
+    if d["kind"] == "counter":
+        return f"{where}counter {d['name']} changed by {d['observed']}, model {d['predicted']}"
+    if d["kind"] in ("region", "huge_pmds"):
+        unit = " kB" if d["name"] in ("AnonHugePages", "Rss", "RssAnon", "Swap") else ""
+        return (f"{where}region {d['region']} {d['name']} is {d['observed']}{unit}, "
+                f"model {d['predicted']}{unit}")
+    if d["kind"] == "step":
+        return (f"{d['name']} returned {d['observed']}, "
+                f"{'model' if d['source'] == 'model' else 'spec expects'} {d['predicted']}")
+    if d["kind"] == "missing":
+        return f"{where}not reported by the driver"
+    return f"{where}the model has no alternative {d['name']!r} here"
+
+
+def _pmd_text(pmds: list[dict[str, Any]], limit: int = 4) -> str:
+    parts = [f"PMD {p['address']} ({p['proc']} {p['region']} pmd {p['pmd']}): kernel "
+             f"{p['kernel']}, model {p['model']}" for p in pmds[:limit]]
+    more = f"; {len(pmds) - limit} more PMDs differ" if len(pmds) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _alt_at(pred: Mapping[str, Any], label: str, path: str) -> Mapping[str, Any]:
+    for cp in pred["checkpoints"]:
+        if cp["label"] == label:
+            return next((a for a in cp["alternatives"] if a.get("name") == path), {})
+    return {}
+
+
+def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
+              diffs: list[dict[str, Any]], scans: list[PmdScan] | None) -> Verdict:
+    first = diffs[0]
+    text = _describe(first)
+    if len(diffs) > 1:
+        text += f" (+{len(diffs) - 1} more: " + "; ".join(_describe(d) for d in diffs[1:4])
+        text += ", ..." * (len(diffs) > 4) + ")"
+    if path:
+        text += f" [closest model alternative: {path!r}]"
+    if scans is not None and first.get("checkpoint"):
+        pmds = pmd_details(first, _alt_at(pred, first["checkpoint"], path), obs, scans)
+        if pmds:
+            first["pmds"] = pmds
+            text += ". " + _pmd_text(pmds)
+    return Verdict("mismatch", text, diffs, None)
+
+
+def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None = None,
+            scans: list[PmdScan] | None = None) -> Verdict:
+    """Compare the model's prediction with what the driver observed.
+
+    `scans` (from `trace.locate_scans`) adds per-PMD detail to a mismatch. Returns
+    "error" when the run did not finish or the prediction is unusable.
+    """
+    obs = observation
+    if not obs.complete or obs.errors:
+        why = "; ".join(obs.errors) or "its output ended before the 'end' event"
+        return Verdict("error", f"the workload driver did not finish: {why}")
+    try:
+        pred = normalize_prediction(prediction)
+        step_diffs = _diff_steps(pred["steps"], obs, spec)
+        paths = _paths(pred) or [""]
+        results = [(p, step_diffs + _path_diffs(pred, obs, p)) for p in paths]
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return Verdict("error", f"unusable model prediction: {e}")
+    for path, diffs in results:
+        if not diffs:
+            n = len(pred["checkpoints"])
+            return Verdict("match", f"all {n} checkpoints fit model alternative {path!r}",
+                           [], path)
+    path, diffs = min(results, key=lambda r: len(r[1]))
+    return _mismatch(pred, obs, path, diffs, scans)
+
+
+def write_verdict(out_dir: Path, prediction: Any, verdict: Verdict) -> None:
+    """predicted.json (normalised prediction) and verdict.json in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        write_json(out_dir / "predicted.json", normalize_prediction(prediction))
+    except ValueError:
+        write_json(out_dir / "predicted.json", _plain(prediction))
+    write_json(out_dir / "verdict.json", verdict.to_dict())
+
+
+def _observed_entry(cp: Checkpoint) -> dict[str, Any]:
+    regions = {k: {"AnonHugePages": s.anon_huge_kb, "Rss": s.rss_kb, "Swap": s.swap_kb,
+                   "huge_pmds": len(s.huge_pmds)}
+               for k, s in observed_regions(cp).items()}
+    return {"counters": dict(cp.deltas), "regions": regions}
+
+
+def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
+                 verdict: Verdict, duration: float | None = None) -> dict[str, Any]:
+    """The `workloads[]` entry of result.json (schema: orchestrator/schema)."""
+    try:
+        pred_cps = {cp["label"]: cp["alternatives"]
+                    for cp in normalize_prediction(prediction)["checkpoints"]}
+    except ValueError:
+        pred_cps = {}
+    t0 = obs.checkpoints[0].time_ns if obs.checkpoints else 0
+    cps = []
+    for cp in obs.checkpoints:
+        if cp.label == BASELINE_LABEL:
+            continue
+        alts = [{"name": str(a.get("name", "")), "counters": dict(a.get("counters") or {}),
+                 "regions": {k: dict(v) for k, v in (a.get("regions") or {}).items()}}
+                for a in pred_cps.get(cp.label, [])]
+        cps.append({"label": cp.label, "t": round((cp.time_ns - t0) / 1e9, 3),
+                    "observed": _observed_entry(cp), "predicted": alts})
+    entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
+                             "verdict": verdict.status, "explanation": verdict.explanation,
+                             "chosen_alternative": verdict.chosen_alternative,
+                             "checkpoints": cps}
+    if duration is not None:
+        entry["duration"] = duration
+    return entry

@@ -1,0 +1,250 @@
+"""compare.py: alternatives as paths, exact values, step results, PMD detail from the trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from orchestrator.compare import (
+    Verdict,
+    compare,
+    fits,
+    normalize_prediction,
+    result_entry,
+    show,
+    write_verdict,
+)
+from orchestrator.observation import parse_driver_output
+from orchestrator.spec import parse_spec
+from orchestrator.trace import locate_scans, parse_trace
+
+SPEC = parse_spec("""
+format = 1
+name = "cmp"
+description = "two PMDs, one collapses"
+[[regions]]
+name = "a"
+pmds = 2
+[[steps]]
+op = "touch"
+region = "a"
+pages = "0-511,512-600"
+[[steps]]
+op = "madvise"
+region = "a"
+advice = "hugepage"
+[[steps]]
+op = "wait_scans"
+count = 2
+label = "scanned"
+[[steps]]
+op = "madvise"
+region = "a"
+advice = "collapse"
+expect = "ok"
+[[steps]]
+op = "checkpoint"
+label = "end"
+""", "cmp.toml")
+
+BASE = 1 << 40
+PMD = 2 << 20
+
+
+def _cp(step: int, t: int, counters: dict[str, int], huge: list[int], ahp: int) -> dict:
+    vma = [BASE, BASE + 2 * PMD, 2048 + 356, 0, ahp, 1, "rd wr mr mw me ac hg"]
+    return {"event": "checkpoint", "step": step, "time_ns": t, "counters": counters,
+            "procs": [{"proc": "parent", "pid": 50, "regions": [
+                {"region": 0, "start": BASE, "vmas": [vma], "pmd_method": "pagemap_scan",
+                 "huge_pmds": huge, "zero_pmds": []}]}]}
+
+
+def driver_output(*, collapse_errno: int = 0, complete: bool = True, alloc: int = 1) -> str:
+    base = {"thp_collapse_alloc": 10, "pages_collapsed": 4, "full_scans": 100,
+            "thp_scan_exceed_none_pte": 0}
+    after = dict(base, thp_collapse_alloc=10 + alloc, pages_collapsed=5, full_scans=102,
+                 thp_scan_exceed_none_pte=2)
+    ev = [
+        {"event": "start", "pid": 50, "time_ns": 1_000_000_000},
+        {"event": "beacon", "proc": "parent", "pid": 50, "time_ns": 1_100_000_000},
+        {"event": "region", "region": 0, "start": BASE, "pages": 1024},
+        _cp(-1, 1_200_000_000, base, [], 0),
+        {"event": "step", "step": 0, "proc": "parent", "op": "touch", "region": 0, "calls": [],
+         "time_ns": 1_300_000_000},
+        {"event": "step", "step": 1, "proc": "parent", "op": "madvise", "region": 0,
+         "calls": [[0, 1023, 0, 0]], "time_ns": 1_400_000_000},
+        {"event": "pfns", "step": 2, "time_ns": 1_500_000_000, "proc": "parent", "region": 0,
+         "runs": [[0, 1000, 512], [512, 9000, 89]]},
+        {"event": "wait", "step": 2, "start": 100, "target": 102, "reached": 102,
+         "timed_out": False, "time_ns": 3_000_000_000},
+        _cp(2, 3_000_000_001, after, [0], 2048),
+        {"event": "step", "step": 3, "proc": "parent", "op": "madvise", "region": 0,
+         "calls": [[0, 1023, -1 if collapse_errno else 0, collapse_errno]],
+         "time_ns": 3_500_000_000},
+        _cp(4, 4_000_000_000, after, [0], 2048),
+    ]
+    if complete:
+        ev.append({"event": "end", "time_ns": 4_100_000_000})
+    return "\n".join(json.dumps(e) for e in ev)
+
+
+def prediction(alloc_first: int = 1, none_first: int = 2) -> dict:
+    def alt(name: str, alloc: int, none: int, decisions: list | None = None) -> dict:
+        return {"name": name,
+                "counters": {"thp_collapse_alloc": alloc, "pages_collapsed": 1,
+                             "full_scans": {"min": 2, "max": None},
+                             "thp_scan_exceed_none_pte": none},
+                "regions": {"a": {"AnonHugePages": 2048, "huge_pmds": 1}},
+                "huge_pmds": {"a": [0]},
+                "decisions": decisions or []}
+    decisions = [{"proc": "parent", "by": "khugepaged", "address": BASE, "result": "SUCCEED",
+                  "none_or_zero": 0, "referenced": 512},
+                 {"proc": "parent", "by": "khugepaged", "address": BASE + PMD,
+                  "result": "SUCCEED", "none_or_zero": 423, "referenced": 89}]
+    return {"checkpoints": [
+        {"label": "scanned", "alternatives": [
+            alt("contended", alloc_first, none_first - 1, decisions),
+            alt("uncontended", alloc_first, none_first, decisions)]},
+        {"label": "end", "alternatives": [
+            alt("contended", alloc_first, none_first - 1), alt("uncontended", alloc_first,
+                                                               none_first)]}],
+        "steps": {"3": "ok"}}
+
+
+def obs(**kw: object):
+    return parse_driver_output(driver_output(**kw), SPEC)  # type: ignore[arg-type]
+
+
+def test_values() -> None:
+    assert fits(3, 3) and not fits(3, 4)
+    assert fits({"min": 2, "max": None}, 7) and not fits({"min": 2, "max": 4}, 5)
+    assert show({"min": 2, "max": None}) == ">=2" and show({"min": 1, "max": 3}) == "1..3"
+    with pytest.raises(ValueError):
+        fits(True, 1)
+    with pytest.raises(ValueError):
+        fits({"max": 3}, 1)
+
+
+def test_match_picks_the_path_that_fits_everywhere() -> None:
+    v = compare(prediction(), obs(), SPEC)
+    assert v.status == "match", v.explanation
+    assert v.chosen_alternative == "uncontended"
+    assert "uncontended" in v.explanation
+
+
+def test_counter_mismatch_names_counter_checkpoint_and_amount() -> None:
+    v = compare(prediction(), obs(alloc=0), SPEC)
+    assert v.status == "mismatch" and v.chosen_alternative is None
+    first = v.details[0]
+    assert (first["checkpoint"], first["name"], first["observed"], first["predicted"]) == (
+        "scanned", "thp_collapse_alloc", 0, "1")
+    assert first["by"] == -1
+    assert "counter thp_collapse_alloc changed by 0, model 1" in v.explanation
+    assert "'scanned'" in v.explanation
+
+
+def test_exact_no_tolerance() -> None:
+    v = compare(prediction(none_first=5), obs(), SPEC)  # observed 2, model 5 or 4
+    assert v.status == "mismatch"
+    assert any(d["name"] == "thp_scan_exceed_none_pte" for d in v.details)
+
+
+def test_step_result_against_spec_and_model() -> None:
+    v = compare(prediction(), obs(collapse_errno=22), SPEC)
+    assert v.status == "mismatch"
+    step = [d for d in v.details if d["kind"] == "step"]
+    assert step and step[0]["observed"] == "EINVAL" and step[0]["predicted"] == "ok"
+    assert "step 3 madvise collapse a returned EINVAL, model ok" in v.explanation
+
+
+def test_region_difference() -> None:
+    p = prediction()
+    for cp in p["checkpoints"]:
+        for a in cp["alternatives"]:
+            a["regions"]["a"]["AnonHugePages"] = 4096
+            a["huge_pmds"]["a"] = [0, 1]
+    v = compare(p, obs(), SPEC)
+    assert v.status == "mismatch"
+    assert "region a AnonHugePages is 2048 kB, model 4096 kB" in v.explanation
+    assert any(d["kind"] == "huge_pmds" and d["observed"] == [0] for d in v.details)
+
+
+def test_pmd_detail_from_trace() -> None:
+    p = prediction()
+    for cp in p["checkpoints"]:
+        for a in cp["alternatives"]:
+            a["regions"]["a"]["AnonHugePages"] = 4096
+    o = obs()
+    trace = parse_trace("\n".join([
+        "thpwork-50 [000] ..... 1.050000: mm_khugepaged_scan_pmd: mm=P, "
+        "scan_pfn=0xffffffffffffffff, writable=0, referenced=0, none_or_zero=0, "
+        "status=pmd_none, unmapped=0",
+        "khugepaged-35 [001] ..... 2.000000: mm_khugepaged_scan_pmd: mm=P, scan_pfn=0x5e7, "
+        "writable=1, referenced=512, none_or_zero=0, status=succeeded, unmapped=0",
+        "khugepaged-35 [001] ..... 2.000100: mm_khugepaged_scan_pmd: mm=P, scan_pfn=0x2360, "
+        "writable=1, referenced=89, none_or_zero=423, status=exceed_none_pte, unmapped=0",
+    ]))
+    scans = locate_scans(trace, o)
+    assert [(s.pmd, s.located_by) for s in scans] == [(0, "pfn"), (1, "pfn")]
+    v = compare(p, o, SPEC, scans)
+    assert v.status == "mismatch"
+    pmds = v.details[0]["pmds"]
+    assert pmds == [{"address": f"{BASE + PMD:#x}", "region": "a", "pmd": 1, "proc": "parent",
+                     "kernel": "EXCEED_NONE_PTE (none_or_zero=423, unmapped=0, referenced=89, "
+                               "writable=1)",
+                     "kernel_located_by": "pfn",
+                     "model": "SUCCEED (none_or_zero=423, referenced=89)"}]
+    assert f"PMD {BASE + PMD:#x} (parent a pmd 1): kernel EXCEED_NONE_PTE" in v.explanation
+
+
+def test_incomplete_run_is_error() -> None:
+    v = compare(prediction(), obs(complete=False), SPEC)
+    assert v.status == "error" and "did not finish" in v.explanation
+
+
+def test_bad_prediction_is_error() -> None:
+    assert compare({"nothing": 1}, obs(), SPEC).status == "error"
+    bad = prediction()
+    bad["checkpoints"][0]["alternatives"][0]["counters"]["full_scans"] = "lots"
+    bad["checkpoints"][0]["alternatives"][1]["counters"]["full_scans"] = "lots"
+    assert compare(bad, obs(), SPEC).status == "error"
+
+
+def test_missing_checkpoint_and_counter() -> None:
+    p = prediction()
+    p["checkpoints"].append({"label": "never", "alternatives": [
+        {"name": "uncontended", "counters": {}, "regions": {}}]})
+    p["checkpoints"][0]["alternatives"][1]["counters"]["thp_no_such_counter"] = 0
+    v = compare(p, obs(), SPEC)
+    assert v.status == "mismatch"
+    kinds = {(d["kind"], d["name"]) for d in v.details}
+    assert ("missing", "checkpoint") in kinds and ("counter", "thp_no_such_counter") in kinds
+
+
+def test_normalize_accepts_objects() -> None:
+    class Pred:
+        def to_dict(self) -> dict:
+            return prediction()
+
+    assert normalize_prediction(Pred())["steps"] == {3: "ok"}
+
+
+def test_write_and_result_entry(tmp_path: Path) -> None:
+    o = obs()
+    v = compare(prediction(), o, SPEC)
+    write_verdict(tmp_path, prediction(), v)
+    assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "match"
+    assert json.loads((tmp_path / "predicted.json").read_text())["steps"] == {"3": "ok"}
+    entry = result_entry(SPEC, o, prediction(), v, duration=3.2)
+    assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
+    assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
+    assert entry["checkpoints"][0]["observed"]["regions"]["a"]["AnonHugePages"] == 2048
+    schema = json.loads((Path(__file__).parents[2] / "orchestrator" / "schema" /
+                         "result.schema.json").read_text())
+    wl_schema = {"$defs": schema["$defs"], **schema["$defs"]["workload"]}
+    jsonschema.validate(entry, wl_schema)
+    err = Verdict("error", "driver failed")
+    jsonschema.validate(result_entry(SPEC, o, {"bad": 1}, err), wl_schema)
