@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ log = logging.getLogger("thpvm")
 Handler = Callable[[argparse.Namespace], int]
 
 if TYPE_CHECKING:
+    from . import kernel as kernel_types
     from . import vmtest as vmtest_types
 
 
@@ -32,7 +35,16 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
                    help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
     p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
                    help="one-off kconfig option (repeatable)")
+    p.add_argument("--patch", type=Path, action="append", default=[],
+                   help="apply this patch (-p1) to a cached copy of the tree first (repeatable)")
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+
+
+def _kernel_request(args: argparse.Namespace) -> kernel_types.KernelRequest:
+    from . import kernel
+
+    return kernel.KernelRequest(args.tree, args.rev, args.fragment, args.config, args.jobs,
+                                args.patch)
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
@@ -40,7 +52,7 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     progress = Progress()
-    req = kernel.KernelRequest(args.tree, args.rev, args.fragment, args.config, args.jobs)
+    req = _kernel_request(args)
     with progress.stage("kernel build"):
         art = kernel.build_kernel(req, progress.update)
     state = "cache hit" if art.cached else f"built in {art.build_seconds:.0f} s"
@@ -56,7 +68,8 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
     return vmtest.VmTestRequest(
         tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
         suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
-        append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []))
+        append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
+        patches=args.patch)
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -81,8 +94,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     from . import cache, image, kernel, session
 
-    art = kernel.build_kernel(kernel.KernelRequest(args.tree, args.rev, args.fragment,
-                                                   args.config, args.jobs))
+    art = kernel.build_kernel(_kernel_request(args))
     img = image.build_image()
     run_dir = args.out or cache.new_run_dir("boot")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +113,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
             code = EXIT_OK if res.ok else 1
         if args.interactive:
             code = _interactive_ssh(g, run_dir)
-        g.collect_dmesg(run_dir / "dmesg.txt")
     print(f"run directory: {run_dir}")
     return code
 
@@ -173,6 +184,15 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _terminate_like_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` (QEMU kill) runs."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run thpvm with `argv`; return the exit code (never raises for expected errors)."""
     parser = build_parser()
@@ -181,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help is 0, bad usage is 2
         return int(e.code or 0)
     _setup_logging(args.verbose)
+    _terminate_like_interrupt()
     handler: Handler = args.handler
     try:
         return handler(args)

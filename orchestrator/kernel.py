@@ -37,6 +37,7 @@ DEBIAN_PACKAGE = "linux-source-6.12"
 KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 
 Progress = Callable[[str], None]
+OWNED_OBJ = ".thpvm-obj"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class KernelRequest:
     fragments: list[Path] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
     jobs: int | None = None
+    patches: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +155,37 @@ def resolve_tree(tree: Path | None, rev: str | None) -> KernelTree:
                       "tree-" + cache.digest(str(path)))
 
 
+def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
+    """A hard-linked copy of `base` in the cache with `patches` applied (`patch -p1`).
+
+    `patch` replaces the files it changes, so the base tree is never modified.
+    A patch that does not apply is a UserError naming the patch and its hunks.
+    """
+    texts = []
+    for p in patches:
+        try:
+            texts.append(p.read_bytes())
+        except OSError as e:
+            raise UserError(f"--patch {p}: {e.strerror}") from e
+    ident = f"{base.identity}+patches:{cache.digest(*texts)}"
+    dest = cache.cache_root() / "trees" / f"patched-{cache.digest(ident)}"
+    tree = dest / base.path.name
+    if not (dest / ".thpvm-complete").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        proc.run(["cp", "-al", base.path, tree], error=BuildError)
+        shutil.rmtree(tree / OWNED_OBJ, ignore_errors=True)
+        for p in patches:
+            res = proc.run(["patch", "-p1", "-N", "-s", "-d", tree, "-i", p.resolve()],
+                           check=False, error=BuildError)
+            if res.returncode != 0:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise UserError(f"--patch {p} does not apply to {base.path}",
+                                res.output.strip()[-2000:])
+        (dest / ".thpvm-complete").write_text("\n".join(map(str, patches)) + "\n")
+    return KernelTree(tree, base.kind, ident, base.revision, dest.name)
+
+
 def checkout_revision(repo: Path, rev: str) -> KernelTree:
     """Check `rev` out into the repo's persistent scratch worktree in the cache.
 
@@ -171,7 +204,7 @@ def checkout_revision(repo: Path, rev: str) -> KernelTree:
         _git(repo, "worktree", "add", "--detach", "--force", str(wt), commit)
     else:
         _git(wt, "checkout", "--detach", "--force", commit)
-        _git(wt, "clean", "-fdxq")
+        _git(wt, "clean", "-fdxq", "-e", f"/{OWNED_OBJ}")
     return KernelTree(wt, "git", f"git:{commit}", commit, slot)
 
 
@@ -243,6 +276,8 @@ def compiler_version() -> str:
 def build_kernel(req: KernelRequest, progress: Progress | None = None) -> KernelArtifacts:
     """Build (or fetch from the cache) a kernel for `req`."""
     tree = resolve_tree(req.tree, req.rev)
+    if req.patches:
+        tree = apply_patches(tree, req.patches)
     fragments = load_fragments(req.fragments, req.configs)
     slot_dir = cache.cache_dir("build", tree.slot)
     with _locked(slot_dir / "lock"):
@@ -268,9 +303,23 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
+    """Where make puts objects.
+
+    For trees thpvm owns (under the cache: the extracted Debian source, scratch
+    worktrees, patched copies) it is `<tree>/.thpvm-obj`: kbuild then uses the
+    relative srctree `..`, so compiler command lines are identical across tree
+    copies and ccache hits for every unchanged file (bisect, validate, patched
+    kernels). A user's own tree is never written: its objects go to the cache.
+    """
+    if tree.path.is_relative_to(cache.cache_root()):
+        return tree.path / OWNED_OBJ
+    return slot_dir / "obj"
+
+
 def _build(tree: KernelTree, config_text: str, key: str, gcc: str, slot_dir: Path,
            jobs: int | None, progress: Progress | None) -> KernelArtifacts:
-    obj = slot_dir / "obj"
+    obj = obj_dir(tree, slot_dir)
     obj.mkdir(exist_ok=True)
     cfg = obj / ".config"
     if not cfg.exists() or cfg.read_text() != config_text:

@@ -72,9 +72,17 @@ def guest(kernel: Path, img: image.Image, run_dir: Path, accel: str = "auto",
         vm, shell, ssh_s = _boot(req)
     log.info("booted with %s (%s) in %.2f s + SSH %.2f s", req.accel, reason,
              vm.boot_seconds, ssh_s)
+    g = Guest(vm, shell, req.accel, reason, vm.boot_seconds, ssh_s)
     try:
-        yield Guest(vm, shell, req.accel, reason, vm.boot_seconds, ssh_s)
+        yield g
+    except GuestError as e:
+        crash = vm.crash()
+        if crash is not None:  # say why the guest was lost
+            e.message += f" (kernel {crash.kind}: {crash.lines[0][:160]})"
+            e.detail = "\n".join(crash.lines)
+        raise
     finally:
+        g.collect_dmesg(run_dir / "dmesg.txt")  # every run, even a failed one
         shell.close()
         vm.stop()
 

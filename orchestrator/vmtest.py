@@ -44,6 +44,7 @@ class VmTestRequest:
     append: str = ""
     jobs: int | None = None
     workload_files: list[Path] = field(default_factory=list)
+    patches: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -140,7 +141,7 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
 def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("build"):
         art = kernel.build_kernel(kernel.KernelRequest(req.tree, req.rev, req.fragments,
-                                                       req.configs, req.jobs), run.progress)
+                                                       req.configs, req.jobs, req.patches), run.progress)
         run.meta.update(tree=str(art.tree.path), tree_kind=art.tree.kind,
                         revision=art.tree.revision, kernel_release=art.release,
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
@@ -165,7 +166,6 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
                     _run_workloads(g, workloads, run)
         finally:
             _record_counters(run, before, _snapshot(g))
-            g.collect_dmesg(run.dir / "dmesg.txt")
             run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
 
 
@@ -242,17 +242,22 @@ def _invoke(g: session.Guest, inv: selftest.Invocation) -> selftest.InvocationOu
     try:
         outcome = selftest.run_invocation(g.shell, inv)
     except GuestError as e:
-        crash = g.vm.crash()
+        crash = _kernel_crash(g)
         if crash is None:
             raise  # lost guest without a kernel crash: infrastructure
         args = [a.replace("{filedir}", selftest.GUEST_FILEDIR) for a in inv.args]
         return selftest.InvocationOutcome(inv, ["./khugepaged", *args], None, e.detail,
                                           time.monotonic() - start,
                                           error=f"kernel {crash.kind}: {crash.lines[0]}")
-    crash = g.vm.crash()
+    crash = _kernel_crash(g)
     if crash is not None:
         outcome.error = f"kernel {crash.kind}: {crash.lines[0]}"
     return outcome
+
+
+def _kernel_crash(g: session.Guest) -> Any:
+    """A panic/oops/lockup the console saw (QEMU merely exiting is not a kernel crash)."""
+    return g.vm.console.severe() if g.vm.console else None
 
 
 def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
@@ -272,7 +277,7 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
         run.workloads.append(entry)
         if entry["verdict"] != "match":
             run.failures.append(f"workload {spec.name}: {entry['verdict']}")
-        if g.vm.crash() is not None:
+        if _kernel_crash(g) is not None:
             run.failures.append(f"kernel crashed during workload {spec.name}")
             run.meta["crashed"] = True
             break
