@@ -234,12 +234,12 @@ def format_report(record: dict[str, Any]) -> str:
     lines = [_headline(record),
              f"  good {record['good']['short']} {record['good']['subject']}",
              f"  bad  {record['bad']['short']} {record['bad']['subject']}", "",
-             f"{'step':>4}  {'revision':<12}  {'decision':<8}  {'runs':<40}  duration"]
+             f"{'step':>4}  {'revision':<12}  {'decision':<8}  {'duration':>8}  runs"]
     for n, step in enumerate(record["steps"], 1):
         runs = ", ".join(_run_summary(r) for r in step.get("runs", [])) or step.get("reason", "")
         rev = (step.get("rev") or "?")[:12]
-        lines.append(f"{n:>4}  {rev:<12}  {step.get('decision', '?'):<8}  {runs:<40}  "
-                     f"{step.get('duration', 0):.0f} s")
+        lines.append(f"{n:>4}  {rev:<12}  {step.get('decision', '?'):<8}  "
+                     f"{step.get('duration', 0):>6.0f} s  {runs}")
         if step.get("flaky") or step.get("decision") == "abort":
             lines.append(f"{'':>4}  {step.get('reason', '')}")
     lines.append(f"\ntotal {record['duration']:.0f} s over {len(record['steps'])} steps")
@@ -263,5 +263,6 @@ def _headline(record: dict[str, Any]) -> str:
 
 
 def _run_summary(run: dict[str, Any]) -> str:
-    verdict = f"/{run['verdict']}" if run.get("verdict") else ""
-    return f"{run.get('outcome', '?')}{verdict}"
+    """'fail (build 38 s, boot 10 s, selftest 71 s)' for one run of a step."""
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in (run.get("timings") or {}).items())
+    return f"{run.get('outcome', '?')}" + (f" ({stages})" if stages else "")

@@ -199,11 +199,14 @@ def _tidy(path: Path) -> None:
 def checkout(scratch: Path, rev: str) -> None:
     """Force the scratch clone's work tree to exactly `rev` (detached), dropping strays.
 
-    Files git ignores are removed too (`clean -x`): kernel builds go out of
-    tree, and `make O=` refuses a source tree with build products in it.
+    Files git ignores are removed too (`clean -x`: `make O=` refuses a source
+    tree with build products in it), except the kernel build's own object
+    directory (`kernel.OWNED_OBJ`), which keeps the next build incremental.
     """
+    from .kernel import OWNED_OBJ
+
     git(scratch, "checkout", "--quiet", "--force", "--detach", rev)
-    git(scratch, "clean", "-q", "-f", "-d", "-x")
+    git(scratch, "clean", "-q", "-f", "-d", "-x", "-e", f"/{OWNED_OBJ}")
 
 
 def is_mbox(patch: Path) -> bool:
@@ -226,8 +229,12 @@ def apply_patch(scratch: Path, patch: Path) -> str:
     if check.returncode != 0:
         raise UserError(f"patch does not apply: {patch}: {failed_hunk(check.output)}",
                         check.output.strip())
+    # Dated like the commit below it: the same patch on the same base gives the same
+    # hash, so re-validating it hits the kernel cache.
+    date = out(scratch, "log", "-1", "--format=%cI", "HEAD")
+    env = {**IDENTITY, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
     if is_mbox(patch):
-        res = git(scratch, "am", "--quiet", "--keep-cr", str(patch), check=False, env=IDENTITY)
+        res = git(scratch, "am", "--quiet", "--keep-cr", str(patch), check=False, env=env)
         if res.returncode != 0:
             git(scratch, "am", "--abort", check=False)
             raise UserError(f"git am failed on {patch}: {failed_hunk(res.output)}",
@@ -235,7 +242,7 @@ def apply_patch(scratch: Path, patch: Path) -> str:
     else:
         git(scratch, "apply", "--index", str(patch), error=UserError)
         git(scratch, "commit", "--quiet", "--no-verify", "-m", f"thpvm validate: {patch.name}",
-            env=IDENTITY)
+            env=env)
     return head(scratch)
 
 

@@ -223,5 +223,5 @@ def format_report(record: dict[str, Any]) -> str:
 
 
 def _runs(side: dict[str, Any]) -> str:
-    outs = [r["outcome"] + (f"/{r['verdict']}" if r.get("verdict") else "") for r in side["runs"]]
+    outs = [r["outcome"] for r in side["runs"]]
     return ", ".join(outs) or "-"

@@ -69,11 +69,12 @@ def append(path: Path, text: str) -> None:
 
 def make_history(src: Path, repo: Path) -> None:
     """Copy the Debian tree and commit G H1 S F B H2 on branch main."""
+    from orchestrator.kernel import OWNED_OBJ
+
     shutil.rmtree(repo, ignore_errors=True)
-    proc.run(["cp", "-a", "--reflink=auto", str(src), str(repo)])
+    shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))
     git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A", "-f")  # everything, even what the kernel's .gitignore names
-    git(repo, "commit", "-q", "--no-verify", "-m", SUBJECTS[0])
+    commit_all(repo, SUBJECTS[0])
     append(repo / "README", "\nthpvm test history: nothing to see here.\n")
     commit_all(repo, SUBJECTS[1])
     append(repo / "mm" / "khugepaged.c", "\nint thpvm_broken_build = ;\n")

@@ -89,8 +89,11 @@ def test_scratch_clone_leaves_user_repo_alone(tmp_path: Path) -> None:
         gitrepo.checkout(scratch.path, shas[0])
         assert (scratch.path / "value").read_text() == "0\n"
         (scratch.path / "stray.o").write_text("x")
+        (scratch.path / ".thpvm-obj").mkdir()
+        (scratch.path / ".thpvm-obj" / "vmlinux.o").write_text("x")
         gitrepo.checkout(scratch.path, shas[1])
         assert not (scratch.path / "stray.o").exists()
+        assert (scratch.path / ".thpvm-obj" / "vmlinux.o").exists()  # incremental builds
         first = scratch.path
     assert gitrepo.RepoState.capture(repo) == before
     assert (repo / "value").read_text() == "uncommitted\n"
@@ -182,3 +185,14 @@ def test_failed_hunk() -> None:
     assert gitrepo.failed_hunk("error: corrupt patch at line 7\n") == "corrupt patch at line 7"
     assert gitrepo.failed_hunk("error: No valid patches in input\n") == "No valid patches in input"
     assert gitrepo.failed_hunk("") == "no output from git"
+
+
+def test_same_patch_on_same_base_gives_the_same_commit(tmp_path: Path) -> None:
+    """Deterministic hashes: re-validating a patch hits the kernel cache."""
+    shas = make_repo(tmp_path / "r")
+    patch = write_patch(tmp_path / "r", shas[2], "patched", False, tmp_path / "p.patch")
+    with gitrepo.scratch_clone(tmp_path / "r") as scratch:
+        gitrepo.checkout(scratch.path, shas[2])
+        first = gitrepo.apply_patch(scratch.path, patch)
+        gitrepo.checkout(scratch.path, shas[2])
+        assert gitrepo.apply_patch(scratch.path, patch) == first
