@@ -75,6 +75,11 @@ class Progress:
             self._write("\r\x1b[K")
             self._line_shown = False
 
+    def clear(self) -> None:
+        """Erase the moving line (call before printing anything else to the terminal)."""
+        with self._lock:
+            self._clear_line()
+
     def message(self, text: str) -> None:
         """Print a permanent line (above the moving line on a TTY)."""
         with self._lock:
@@ -113,9 +118,10 @@ class Progress:
             if now - self._last_update < self._min_interval:
                 return
             self._last_update = now
-            name = self._current.name if self._current else ""
-            elapsed = rd.format_duration(now - self._started) if self._current else ""
-            line = f"  {name} {elapsed}  {text}".rstrip()
+            line = f"  {text}"
+            if self._current:
+                elapsed = rd.format_duration(now - self._started)
+                line = f"  {self._current.name} {elapsed}  {text}"
             width = shutil.get_terminal_size((100, 24)).columns - 1
             self._write("\r\x1b[K" + line[:width])
             self._line_shown = True
