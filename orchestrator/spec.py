@@ -37,7 +37,8 @@ Ops and their keys (``pages`` is always optional and defaults to ``"all"``;
 * ``munmap``: region, pages.
 * ``fork``: no keys; at most one; creates the child C, which shares all of P's
   memory and lives until the end of the workload. Only the parent may fork.
-* ``set``: ``set = { knob = value, ... }`` with knobs from DEFAULT_SETTINGS.
+* ``set``: ``set = { knob = value, ... }`` with knobs from DEFAULT_SETTINGS,
+  written in SETTINGS_WRITE_ORDER (not file order).
 * ``wait_scans``: count (int >= 1), timeout_s (number > 0, default 30),
   label (optional); waits until full_scans advanced by ``count`` since the
   step started, then takes a checkpoint.
@@ -97,6 +98,16 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
         "max_ptes_swap": 64,
         "max_ptes_shared": 256,
     }
+)
+
+#: Order in which the driver writes knobs (initial [settings] and every `set`
+#: step): limits first, then the knobs that wake khugepaged (sleep times), and
+#: `enabled` (which starts/stops the thread) last, so a pass triggered by a
+#: write already sees the new limits. The model assumes this order.
+SETTINGS_WRITE_ORDER: tuple[str, ...] = (
+    "defrag", "use_zero_page", "khugepaged_defrag", "pages_to_scan", "max_ptes_none",
+    "max_ptes_swap", "max_ptes_shared", "alloc_sleep_millisecs", "scan_sleep_millisecs",
+    "enabled",
 )
 
 # knob -> (allowed strings) or (min, max) for integers; max None = unbounded

@@ -1,0 +1,120 @@
+"""collapse_huge_page() for anonymous memory (mm/khugepaged.c), spec section 5.
+
+Steps and the counters each touches:
+  1. alloc_charge_folio(): allocation fails -> thp_collapse_alloc_failed,
+     ALLOC_HUGE_PAGE_FAIL; else thp_collapse_alloc (before the memcg charge);
+     charge fails -> CGROUP_CHARGE_FAIL.
+  2. hugepage_vma_revalidate() + find_pmd_or_thp_or_none().
+  3. __collapse_huge_page_swapin() when the scan saw swap entries.
+  4./5. mmap write lock, revalidate again, detach the PTE table.
+  6. __collapse_huge_page_isolate() (scan.isolate_check).
+  7./8. copy into the new folio and install a huge PMD (writable iff VM_WRITE).
+The simulation is atomic with respect to other processes, so revalidation only
+fails if the scan itself was inconsistent; it is kept for fidelity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from orchestrator.model.machine import Machine, suitable_pmd
+from orchestrator.model.mm import (
+    HPAGE_PMD_NR,
+    PMD_TABLE,
+    PMD_THP,
+    PTE_PRESENT,
+    PTE_SWAP,
+    STATE_MASK,
+    WRITE,
+    YOUNG,
+    Mm,
+)
+from orchestrator.model.pages import NO_PAGE
+from orchestrator.model.results import Scan
+from orchestrator.model.scan import isolate_check
+
+log = logging.getLogger(__name__)
+
+
+def alloc_charge_folio(m: Machine) -> Scan:
+    """alloc_charge_folio(): the PMD-order allocation and its memcg charge."""
+    attempt = m.alloc_attempts
+    m.alloc_attempts += 1
+    if m.faults.alloc_fails(attempt):
+        m.count("thp_collapse_alloc_failed")
+        return Scan.ALLOC_HUGE_PAGE_FAIL
+    m.count("thp_collapse_alloc")
+    if m.faults.charge_fails(attempt):
+        return Scan.CGROUP_CHARGE_FAIL
+    return Scan.SUCCEED
+
+
+def hugepage_vma_revalidate(m: Machine, mm: Mm, addr: int, is_khugepaged: bool,
+                            expect_anon: bool = True) -> Scan:
+    """hugepage_vma_revalidate(): the VMA still covers the PMD and is still eligible."""
+    vma = mm.find_vma(addr)
+    if vma is None:
+        return Scan.VMA_NULL
+    if not suitable_pmd(vma, addr):
+        return Scan.ADDRESS_RANGE
+    if not m.vma_allowable(mm, vma, enforce_sysfs=is_khugepaged):
+        return Scan.VMA_CHECK
+    if expect_anon and not vma.anon_vma:
+        return Scan.PAGE_ANON
+    return Scan.SUCCEED
+
+
+def swapin(m: Machine, mm: Mm, row: int, addr: int) -> Scan:
+    """__collapse_huge_page_swapin(): do_swap_page() on every swap PTE. The
+    pages come back young, exclusive, and writable iff the VMA is writable."""
+    t = mm.tables
+    state = t.pte[row] & STATE_MASK
+    idx = np.flatnonzero(state == PTE_SWAP)
+    vma = mm.vma_at(addr)
+    bits = PTE_PRESENT | YOUNG | (WRITE if vma is not None and vma.writable else 0)
+    t.pte[row, idx] = bits
+    m.store.map_ptes(t.page[row, idx], +1)
+    m.mark_dirty(row)
+    return Scan.SUCCEED
+
+
+def install_huge_pmd(m: Machine, mm: Mm, row: int, addr: int) -> None:
+    """__collapse_huge_page_copy() + set_pmd_at(): the old pages are unmapped,
+    the new folio is PMD-mapped, dirty and young, writable iff VM_WRITE."""
+    t = mm.tables
+    present = (t.pte[row] & STATE_MASK) == PTE_PRESENT
+    m.store.map_ptes(t.page[row][present], -1)
+    head = m.store.alloc_folio(HPAGE_PMD_NR)
+    m.store.entire[head] = 1
+    vma = mm.vma_at(addr)
+    t.kind[row] = PMD_THP
+    t.folio[row] = head
+    t.pmd_bits[row] = YOUNG | (WRITE if vma is not None and vma.writable else 0)
+    t.pte[row] = 0
+    t.page[row] = NO_PAGE
+    m.mark_dirty(row)
+
+
+def collapse_huge_page(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
+                       is_khugepaged: bool) -> Scan:
+    """collapse_huge_page(mm, address, referenced, unmapped, cc); returns its result."""
+    result = alloc_charge_folio(m)
+    if result is not Scan.SUCCEED:
+        return result
+    result = hugepage_vma_revalidate(m, mm, addr, is_khugepaged)
+    if result is not Scan.SUCCEED:
+        return result
+    if mm.tables.kind[row] != PMD_TABLE:  # find_pmd_or_thp_or_none()
+        return Scan.PMD_MAPPED
+    if unmapped:
+        result = swapin(m, mm, row, addr)
+        if result is not Scan.SUCCEED:
+            return result
+    # mmap_write_lock(); revalidate again; check_pmd_still_valid(): unchanged here
+    result = isolate_check(m, mm, row, is_khugepaged)
+    if result is not Scan.SUCCEED:
+        return result
+    install_huge_pmd(m, mm, row, addr)
+    return Scan.SUCCEED

@@ -1,0 +1,292 @@
+"""The khugepaged thread (mm/khugepaged.c): registration, mm_slot round robin,
+scan cursor, pages_to_scan budget, sleeping, full_scans.
+
+Each method names the kernel function it mirrors. The thread itself is a
+generator (`_thread`, mirroring khugepaged()) that yields when the kernel
+thread would sleep; `Khugepaged.wake_up`/`advance_to` resume it, so the
+simulated clock decides when passes happen (spec section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+
+from orchestrator.model.collapse import collapse_huge_page
+from orchestrator.model.machine import Machine
+from orchestrator.model.mm import HPAGE_PMD_NR, Mm, Vma, hstart_hend
+from orchestrator.model.results import CODE_OF, CODES, Scan
+from orchestrator.model.scan import C_SUCCEED, count_exceed, scan_rows
+
+log = logging.getLogger(__name__)
+
+JIFFY_MS = 4  # CONFIG_HZ=250 (Debian): msecs_to_jiffies() rounds up to 4 ms steps
+
+Block = tuple[Any, ...]  # what the thread waits for: ("sleep",) | ("list",) | ("alloc", t)
+
+
+def jiffies_ms(ms: int) -> int:
+    """msecs_to_jiffies() expressed back in ms (rounded up to whole jiffies)."""
+    return -(-int(ms) // JIFFY_MS) * JIFFY_MS
+
+
+class Khugepaged:
+    """khugepaged_scan (list + cursor) and the khugepaged kthread."""
+
+    def __init__(self, m: Machine) -> None:
+        self.m = m
+        m.khugepaged = self
+        self.mm_list: list[Mm] = []  # khugepaged_scan.mm_head
+        self.scan_mm: Mm | None = None  # khugepaged_scan.mm_slot
+        self.scan_address = 0  # khugepaged_scan.address (pages)
+        self.sleep_expire = 0  # khugepaged_sleep_expire (ms)
+        self.stop = False  # kthread_should_stop()
+        self.gen: Generator[Block, None, None] | None = None
+        self.block: Block | None = None
+        self.do_scans = 0
+        self.on_do_scan_end: Callable[[Khugepaged], None] | None = None
+        if m.pmd_enabled():  # hugepage_init() -> start_stop_khugepaged(); list empty
+            self.gen = self._thread()
+            self.block = ("list",)
+
+    @property
+    def running(self) -> bool:
+        """khugepaged_thread != NULL."""
+        return self.gen is not None
+
+    # ------------------------------------------------------------ registration
+
+    def enter_vma(self, mm: Mm, vma: Vma) -> bool:
+        """khugepaged_enter_vma(): register `mm` if it is not yet and `vma` is eligible.
+        Returns True if this call registered it and the list was empty (a wakeup)."""
+        if not mm.registered and self.m.pmd_enabled():
+            if self.m.vma_allowable(mm, vma, enforce_sysfs=True):
+                return self.enter(mm)
+        return False
+
+    def enter(self, mm: Mm) -> bool:
+        """__khugepaged_enter(): append to the list tail; True if the list was empty
+        (the kernel then does wake_up_interruptible(&khugepaged_wait))."""
+        if mm.registered:
+            return False
+        mm.registered = True
+        wakeup = not self.mm_list
+        self.mm_list.append(mm)
+        return wakeup
+
+    def fork(self, parent: Mm, child: Mm) -> bool:
+        """khugepaged_fork(): the child is registered iff the parent is."""
+        return self.enter(child) if parent.registered else False
+
+    def has_work(self) -> bool:
+        """khugepaged_has_work()."""
+        return bool(self.mm_list) and self.m.pmd_enabled()
+
+    # ------------------------------------------------------------ the scan
+
+    def scan_mm_slot(self, pages: int) -> tuple[int, Scan]:
+        """khugepaged_scan_mm_slot(pages, &result): scan one mm from the cursor
+        until the budget is used, a collapse was attempted, or the mm is done."""
+        progress, result = 0, Scan.FAIL
+        if self.scan_mm is None:
+            self.scan_mm, self.scan_address = self.mm_list[0], 0
+        mm = self.scan_mm
+        if mm.trylock_failures:  # mmap_read_trylock() failed: no progress, mm "finished"
+            mm.trylock_failures -= 1
+            finished = True
+        else:
+            progress += 1
+            finished, progress, result = self._walk_vmas(mm, pages, progress, result)
+        if finished:  # hpage_collapse_test_exit(mm) || !vma
+            self._advance_cursor(mm)
+        return progress, result
+
+    def _advance_cursor(self, mm: Mm) -> None:
+        """The cursor leaves `mm`: next slot, or end of pass -> ++khugepaged_full_scans."""
+        i = self.mm_list.index(mm)
+        if i + 1 < len(self.mm_list):
+            self.scan_mm, self.scan_address = self.mm_list[i + 1], 0
+        else:
+            self.scan_mm = None
+            self.m.count("full_scans")
+            if self.m.on_full_scan is not None:
+                self.m.on_full_scan(self.m)
+        # collect_mm_slot(): frees the slot only if the mm is exiting (never here)
+
+    def _walk_vmas(self, mm: Mm, pages: int, progress: int,
+                   result: Scan) -> tuple[bool, int, Scan]:
+        """The for_each_vma() loop of khugepaged_scan_mm_slot(). Returns
+        (mm finished, progress, last result)."""
+        m = self.m
+        for vma in [v for v in mm.vmas if v.end > self.scan_address]:
+            if not m.vma_allowable(mm, vma, enforce_sysfs=True):
+                progress += 1  # skip: ineligible VMA
+                continue
+            hstart, hend = hstart_hend(vma)
+            if self.scan_address > hend:
+                progress += 1
+                continue
+            self.scan_address = max(self.scan_address, hstart)
+            while self.scan_address < hend:
+                done, progress, result = self._scan_pmds(mm, hend, pages, progress, result)
+                if done:  # mmap_lock dropped by a collapse attempt, or budget used
+                    return False, progress, result
+        return True, progress, result
+
+    def _scan_pmds(self, mm: Mm, hend: int, pages: int, progress: int,
+                   result: Scan) -> tuple[bool, int, Scan]:
+        """The inner `while (khugepaged_scan.address < hend)` loop, vectorised:
+        PMDs up to the next collapse attempt or the end of the budget are
+        evaluated at once; each costs HPAGE_PMD_NR progress whatever its result."""
+        m = self.m
+        b0 = self.scan_address // HPAGE_PMD_NR
+        n_left = (hend - self.scan_address) // HPAGE_PMD_NR
+        n_budget = max(1, -(-(pages - progress) // HPAGE_PMD_NR))
+        n = min(n_left, n_budget)
+        r0, r1 = m.blocks.rows(b0, b0 + n)
+        batch = scan_rows(m, mm, r0, r1, is_khugepaged=True)
+        hits = np.flatnonzero(batch.codes == C_SUCCEED)
+        upto = int(hits[0]) if len(hits) else n
+        if upto:
+            codes = batch.codes[:upto]
+            count_exceed(m, codes)
+            self._log(mm, b0, codes, {k: v[:upto] for k, v in batch.counts().items()})
+            result = CODES[int(codes[-1])]
+            self.scan_address += upto * HPAGE_PMD_NR
+            progress += upto * HPAGE_PMD_NR
+        if upto < n:  # hpage_collapse_scan_pmd() -> collapse_huge_page(), lock dropped
+            addr = self.scan_address
+            result = collapse_huge_page(m, mm, r0 + upto, addr, int(batch.unmapped[upto]),
+                                        is_khugepaged=True)
+            self._log(mm, b0 + upto, np.array([CODE_OF[result]], np.int8),
+                      {k: v[upto:upto + 1] for k, v in batch.counts().items()})
+            if result is Scan.SUCCEED:
+                m.count("pages_collapsed")
+            self.scan_address += HPAGE_PMD_NR
+            progress += HPAGE_PMD_NR
+            return True, progress, result
+        return progress >= pages, progress, result
+
+    def _log(self, mm: Mm, b0: int, codes: np.ndarray, counts: dict[str, np.ndarray]) -> None:
+        addr = (b0 + np.arange(len(codes))) * HPAGE_PMD_NR
+        self.m.log.add(self.m.now_ms, self.m.counters["full_scans"] + 1, mm.name, "khugepaged",
+                       addr, codes, counts)
+
+    # ------------------------------------------------------------ the thread
+
+    def _thread(self) -> Generator[Block, None, None]:
+        """khugepaged(): scan, then wait, until kthread_stop()."""
+        while not self.stop:
+            yield from self.do_scan()
+            yield from self.wait_work()
+        self.scan_mm = None  # the cursor slot is collected (freed only if exiting)
+
+    def do_scan(self) -> Generator[Block, None, None]:
+        """khugepaged_do_scan(): spend up to pages_to_scan, at most one pass
+        through the list head; one alloc-sleep after an allocation failure."""
+        m = self.m
+        progress, pass_through_head, wait = 0, 0, True
+        pages = int(m.sysfs["pages_to_scan"])  # READ_ONCE once per wakeup
+        result = Scan.SUCCEED
+        # lru_add_drain_all(): the model keeps every page on the LRU
+        while True:
+            if self.stop:
+                break
+            if self.scan_mm is None:
+                pass_through_head += 1
+            if self.has_work() and pass_through_head < 2:
+                p, result = self.scan_mm_slot(pages - progress)
+                progress += p
+            else:
+                progress = pages
+            if progress >= pages:
+                break
+            if result is Scan.ALLOC_HUGE_PAGE_FAIL:
+                if not wait:
+                    break
+                wait = False
+                # khugepaged_alloc_sleep(): any wake_up on khugepaged_wait ends it
+                yield ("alloc", m.now_ms + jiffies_ms(m.sysfs["alloc_sleep_millisecs"]))
+        self.do_scans += 1
+        if self.on_do_scan_end is not None:
+            self.on_do_scan_end(self)
+
+    def wait_work(self) -> Generator[Block, None, None]:
+        """khugepaged_wait_work(): timed sleep while there is work, else wait
+        for the first registration (only while PMD THPs are enabled)."""
+        if self.has_work():
+            # scan_sleep_millisecs = 0 means no sleep; modelled as one jiffy so time advances
+            ms = max(jiffies_ms(self.m.sysfs["scan_sleep_millisecs"]), JIFFY_MS)
+            self.sleep_expire = self.m.now_ms + ms
+            yield ("sleep",)
+            return
+        if self.m.pmd_enabled():
+            yield ("list",)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _ready(self) -> bool:
+        """Is the wait condition of the current block satisfied (after a wake_up)?"""
+        if self.block is None:
+            return False
+        kind = self.block[0]
+        if kind == "sleep":  # khugepaged_should_wakeup()
+            return self.stop or self.m.now_ms >= self.sleep_expire
+        if kind == "list":  # khugepaged_wait_event()
+            return bool(self.mm_list) or self.stop
+        return True  # alloc sleep: any wake_up ends it
+
+    def _resume(self) -> None:
+        assert self.gen is not None
+        try:
+            self.block = next(self.gen)
+        except StopIteration:
+            self.gen, self.block = None, None
+
+    def wake_up(self) -> None:
+        """wake_up_interruptible(&khugepaged_wait)."""
+        if self.running and self._ready():
+            self._resume()
+
+    def next_event_ms(self) -> int | None:
+        """When the thread wakes up by itself, or None (untimed wait / no thread)."""
+        if self.block is None:
+            return None
+        if self.block[0] == "sleep":
+            return max(self.sleep_expire, self.m.now_ms)
+        if self.block[0] == "alloc":
+            return max(int(self.block[1]), self.m.now_ms)
+        return None
+
+    def run_next(self) -> bool:
+        """Advance the clock to the thread's next timed wakeup and run it; False if none."""
+        t = self.next_event_ms()
+        if t is None:
+            return False
+        self.m.now_ms = t
+        self._resume()
+        return True
+
+    def advance_to(self, t: int) -> None:
+        """Let simulated time pass until `t`, running every wakeup due before it."""
+        while (nxt := self.next_event_ms()) is not None and nxt <= t:
+            self.run_next()
+        self.m.now_ms = max(self.m.now_ms, t)
+
+    def start_stop(self) -> None:
+        """start_stop_khugepaged(): called on every write to `enabled`."""
+        if self.m.pmd_enabled():
+            if not self.running:  # kthread_run(): the new thread scans at once
+                self.stop = False
+                self.gen = self._thread()
+                self._resume()
+            if self.mm_list:
+                self.wake_up()
+        elif self.running:  # kthread_stop(): wake the thread and wait for it to exit
+            self.stop = True
+            while self.running:
+                self._resume()
+            self.stop = False

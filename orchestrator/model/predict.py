@@ -1,0 +1,68 @@
+"""predict(): a workload spec + version profile -> Prediction (the model's entry point)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator.model.machine import Faults
+from orchestrator.model.mm import HPAGE_PMD_NR
+from orchestrator.model.prediction import CheckpointPrediction, Outcome, Prediction, Schedule
+from orchestrator.model.profile import load_profile
+from orchestrator.model.simulate import ASSUMPTIONS, Chooser, WorkloadRun, enumerate_runs
+from orchestrator.spec import WorkloadSpec
+
+log = logging.getLogger(__name__)
+
+
+def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None) -> Prediction:
+    """Predict counters, smaps and per-PMD decisions at every checkpoint of `spec`.
+
+    `version` selects the profile (nearest known one, with a warning, if
+    unknown); `faults` injects THP allocation/charge failures.
+    """
+    profile = load_profile(version)
+    flt = faults or Faults()
+
+    def make(ch: Chooser) -> WorkloadRun:
+        return WorkloadRun(spec, profile, flt, ch)
+
+    runs = enumerate_runs(make)
+    log.debug("workload %s: %d schedule(s)", spec.name, len(runs))
+    checkpoints = []
+    for ci, first in enumerate(runs[0].checkpoints):
+        cp = CheckpointPrediction(first.label, first.step)
+        for si, run in enumerate(runs):
+            rec = run.checkpoints[ci]
+            why = run.chooser.labels[:rec.n_choices]
+            for sub, obs, t in rec.seen:
+                reason = "; ".join([*why, sub] if sub else why) or "deterministic"
+                _merge(cp.outcomes, obs, reason, si, t)
+        checkpoints.append(cp)
+    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r)) for i, r in enumerate(runs)]
+    return Prediction(spec.name, spec.source, version, profile.version, dict(spec.settings),
+                      checkpoints, schedules, list(ASSUMPTIONS))
+
+
+def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int) -> None:
+    for o in outcomes:
+        if o.observation == obs:
+            if reason not in o.reasons:
+                o.reasons.append(reason)
+            if si not in o.schedules:
+                o.schedules.append(si)
+            return
+    outcomes.append(Outcome(obs, [reason], [si], t))
+
+
+def _decisions(run: WorkloadRun) -> list[dict[str, Any]]:
+    """The run's decision log, each record tagged with its region and PMD index."""
+    out = run.m.log.records()
+    for d in out:
+        page = d["address"] // 4096
+        for name, base in run.base.items():
+            s, e = run.extent[name]
+            if base <= page < e:
+                d["region"], d["pmd"] = name, (page - base) // HPAGE_PMD_NR
+                break
+    return out

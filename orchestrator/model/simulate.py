@@ -1,0 +1,355 @@
+"""Run a workload spec through the model, once per schedule of the real
+nondeterminism, and merge the runs into admissible outcomes per checkpoint.
+
+Timing model (each assumption is listed in ASSUMPTIONS and in the prediction):
+steps other than wait_scans/sleep take no time; khugepaged passes happen at
+wakeups: the first registration on an empty list, sysfs writes of the sleep
+knobs or `enabled`, and every scan_sleep_millisecs afterwards. Where the real
+order of events is not fixed, a `Chooser` branches, and every combination is
+simulated (`enumerate_runs`):
+  * a registration made while the process holds its mmap write lock
+    (MADV_HUGEPAGE, an mprotect merge) wakes khugepaged, whose first
+    mmap_read_trylock() of that mm may fail (the pass skips it but still
+    counts in full_scans);
+  * a pass started by a step may or may not have ended when the next
+    wait_scans reads its starting full_scans value;
+  * a wait_scans checkpoint may see the state at the full_scans increment or
+    after the rest of that wakeup's scanning (only differs when the wakeup
+    goes on into the next pass);
+  * a wakeup due within SLEEP_MARGIN_MS of the end of a `sleep` may fall on
+    either side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.errors import UserError
+from orchestrator.model.khugepaged import Khugepaged
+from orchestrator.model.machine import PREDICTED_COUNTERS, DecisionLog, Faults, Machine
+from orchestrator.model.madvise_collapse import madvise_collapse
+from orchestrator.model.memory import (
+    fork,
+    madvise_dontneed,
+    madvise_flags,
+    madvise_pageout,
+    mprotect,
+    munmap,
+    touch,
+)
+from orchestrator.model.mm import (
+    HPAGE_PMD_NR,
+    PMD_TABLE,
+    PMD_THP,
+    PTE_PRESENT,
+    PTE_SWAP,
+    STATE_MASK,
+    BlockMap,
+    Mm,
+    Vma,
+)
+from orchestrator.model.prediction import Observation, RegionState
+from orchestrator.model.profile import VersionProfile
+from orchestrator.spec import SETTINGS_WRITE_ORDER, Step, WorkloadSpec, layout_addresses
+
+log = logging.getLogger(__name__)
+
+SLEEP_MARGIN_MS = 20
+MAX_SCHEDULES = 256
+
+ASSUMPTIONS = (
+    "No other process is registered with khugepaged when the workload starts, and khugepaged "
+    "waits for the first registration (the driver wrote scan_sleep_millisecs with an empty list).",
+    "Steps other than wait_scans and sleep finish well within scan_sleep_millisecs, so no "
+    "periodic khugepaged wakeup falls inside them.",
+    "Memory is ample: THP allocations succeed unless faults are injected; no reclaim, so the "
+    "underused-THP shrinker never runs; pages are on the LRU when scanned (lru_add_drain_all).",
+    "hugepages-2048kB/enabled is 'inherit'; one NUMA node; no userfaultfd, GUP pins or prctl.",
+    "MADV_PAGEOUT swaps out every exclusive present page of the range (swap is available and "
+    "the driver's per-CPU LRU batches were drained).",
+)
+
+
+class Chooser:
+    """Replays a fixed prefix of choices, takes option 0 after it, and records
+    every choice point so `enumerate_runs` can explore the others."""
+
+    def __init__(self, forced: list[int]) -> None:
+        self.forced = forced
+        self.taken: list[tuple[int, int]] = []  # (choice, arity)
+        self.labels: list[str] = []
+
+    def choose(self, options: list[str]) -> int:
+        """Pick one of `options` (labels describing each possibility)."""
+        i = len(self.taken)
+        c = self.forced[i] if i < len(self.forced) else 0
+        self.taken.append((c, len(options)))
+        self.labels.append(options[c])
+        return c
+
+
+@dataclass
+class CheckpointRecord:
+    """What one run saw at one checkpoint: (sub-label, observation, time) alternatives."""
+
+    label: str
+    step: int
+    seen: list[tuple[str, Observation, int]] = field(default_factory=list)
+    n_choices: int = 0  # choices made before this checkpoint (they explain it)
+
+
+@dataclass
+class Inflight:
+    """A khugepaged wakeup started by step `step` when full_scans was `fs_before`."""
+
+    step: int
+    fs_before: int
+
+
+class WorkloadRun:
+    """One simulation of a workload under one schedule of choices."""
+
+    def __init__(self, spec: WorkloadSpec, profile: VersionProfile, faults: Faults,
+                 chooser: Chooser, log_decisions: bool = True) -> None:
+        self.spec, self.chooser = spec, chooser
+        addrs = layout_addresses(spec)
+        self.extent = {r.name: (addrs[r.name] // 4096, addrs[r.name] // 4096 + r.pages)
+                       for r in spec.regions}
+        self.base = {r.name: addrs[r.name] // 4096 - r.offset_pages for r in spec.regions}
+        blocks = BlockMap(self.extent.values())
+        self.m = Machine(profile, dict(spec.settings), blocks, faults=faults,
+                         log=DecisionLog(log_decisions))
+        self.k = Khugepaged(self.m)
+        self.m.new_mm("parent", [Vma(s, e, writable=spec.region(n).prot == "rw", region=n)
+                                 for n, (s, e) in self.extent.items()])
+        self.results: dict[int, str] = {}
+        self.checkpoints: list[CheckpointRecord] = []
+        self.inflight: Inflight | None = None
+        self.fs_snaps: dict[int, Observation] = {}
+        self.fs_end: dict[int, Observation] = {}
+        self._pending_fs: list[int] = []
+        self.m.on_full_scan = self._on_full_scan
+        self.k.on_do_scan_end = self._on_do_scan_end
+
+    # -------------------------------------------------------------- observation
+
+    def _on_full_scan(self, m: Machine) -> None:
+        fs = m.counters["full_scans"]
+        self.fs_snaps[fs] = self.observe()
+        self._pending_fs.append(fs)
+
+    def _on_do_scan_end(self, k: Khugepaged) -> None:
+        if self._pending_fs:
+            obs = self.observe()
+            for fs in self._pending_fs:
+                self.fs_end[fs] = obs
+            self._pending_fs = []
+
+    def observe(self, timed_out: bool = False) -> Observation:
+        """The checkpoint record of the current state."""
+        regions = []
+        for proc, mm in self.m.mms.items():
+            for r in self.spec.regions:
+                regions.append((proc, r.name, self._region_state(mm, r.name)))
+        return Observation(tuple((k, self.m.counters[k]) for k in PREDICTED_COUNTERS),
+                           tuple(regions), tuple(sorted(self.results.items())), timed_out)
+
+    def _region_state(self, mm: Mm, name: str) -> RegionState:
+        """smaps AnonHugePages/Rss/Swap summed over the region's VMAs."""
+        t = mm.tables
+        huge, rss, swap = [], 0, 0
+        for v in mm.vmas:
+            if v.region != name:
+                continue
+            a = v.start
+            while a < v.end:
+                blk = a // HPAGE_PMD_NR
+                e = min(v.end, (blk + 1) * HPAGE_PMD_NR)
+                row = self.m.blocks.row_of[blk]
+                if t.kind[row] == PMD_THP:
+                    huge.append((blk * HPAGE_PMD_NR - self.base[name]) // HPAGE_PMD_NR)
+                elif t.kind[row] == PMD_TABLE:
+                    st = t.pte[row, a - blk * HPAGE_PMD_NR:e - blk * HPAGE_PMD_NR] & STATE_MASK
+                    rss += int(np.count_nonzero(st == PTE_PRESENT))
+                    swap += int(np.count_nonzero(st == PTE_SWAP))
+                a = e
+        huge_kb = 2048 * len(huge)
+        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge))
+
+    # -------------------------------------------------------------- steps
+
+    def run(self) -> None:
+        """Execute every step."""
+        for i, step in enumerate(self.spec.steps):
+            handler: Callable[[int, Step], None] = getattr(self, f"_op_{step.op}")
+            handler(i, step)
+
+    def _range_runs(self, step: Step) -> list[tuple[int, int]]:
+        """The selected pages as maximal runs [start, end) of page numbers."""
+        assert step.region is not None
+        start = self.extent[step.region][0]
+        idx = self.spec.step_pages(step)
+        runs: list[tuple[int, int]] = []
+        for i in idx:
+            if runs and runs[-1][1] == start + i:
+                runs[-1] = (runs[-1][0], start + i + 1)
+            else:
+                runs.append((start + i, start + i + 1))
+        return runs
+
+    def _wake(self, i: int) -> None:
+        """wake_up_interruptible(&khugepaged_wait); remember a pass it started."""
+        fs0, n0 = self.m.counters["full_scans"], self.k.do_scans
+        self.k.wake_up()
+        if self.k.do_scans > n0:
+            self.inflight = Inflight(i, fs0)
+
+    def _with_registration(self, i: int, step: Step, lock_held: bool,
+                           action: Callable[[], None]) -> None:
+        """Run a step; if it made the first registration (list was empty), deliver
+        the wakeup when the step ends, branching on mmap_lock contention if the
+        step held the mmap write lock while registering."""
+        was_empty = not self.k.mm_list
+        action()
+        if not (was_empty and self.k.mm_list):
+            return
+        mm = self.k.mm_list[0]
+        if lock_held:
+            mm.trylock_failures = self.chooser.choose([
+                f"step {i}: the first pass after {mm.name} registered got its mmap_lock",
+                f"step {i}: the first pass skipped {mm.name}: mmap_lock still held by "
+                f"{step.op} (trylock failed)"])
+        self._wake(i)
+        mm.trylock_failures = 0
+
+    def _proc(self, step: Step) -> Mm:
+        return self.m.mms[step.proc]
+
+    def _op_touch(self, i: int, step: Step) -> None:
+        mm = self._proc(step)
+        pages = np.array([p for s, e in self._range_runs(step) for p in range(s, e)], np.int64)
+        write = step.args["access"] == "write"
+        self._with_registration(i, step, False, lambda: touch(self.m, mm, pages, write))
+
+    def _op_madvise(self, i: int, step: Step) -> None:
+        mm, advice = self._proc(step), step.args["advice"]
+        out: list[str] = []
+
+        def act() -> None:
+            for s, e in self._range_runs(step):
+                if advice in ("hugepage", "nohugepage"):
+                    ok = madvise_flags(self.m, mm, s, e, advice == "hugepage")
+                    out.append("ok" if ok else "ENOMEM")
+                elif advice == "dontneed":
+                    out.append("ok" if madvise_dontneed(self.m, mm, s, e) else "ENOMEM")
+                elif advice == "pageout":
+                    out.append("ok" if madvise_pageout(self.m, mm, s, e) else "ENOMEM")
+                else:
+                    out.append(madvise_collapse(self.m, mm, s, e))
+
+        self._with_registration(i, step, advice in ("hugepage", "nohugepage"), act)
+        self.results[i] = next((r for r in out if r != "ok"), "ok")
+
+    def _op_mprotect(self, i: int, step: Step) -> None:
+        mm, w = self._proc(step), step.args["prot"] == "rw"
+        out: list[bool] = []
+        self._with_registration(i, step, True, lambda: out.extend(
+            mprotect(self.m, mm, s, e, w) for s, e in self._range_runs(step)))
+        self.results[i] = "ok" if all(out) else "ENOMEM"
+
+    def _op_munmap(self, i: int, step: Step) -> None:
+        mm = self._proc(step)
+        for s, e in self._range_runs(step):
+            munmap(self.m, mm, s, e)
+        self.results[i] = "ok"
+
+    def _op_fork(self, i: int, step: Step) -> None:
+        fork(self.m, self.m.mms["parent"], "child")
+
+    def _op_set(self, i: int, step: Step) -> None:
+        knobs = step.args["set"]
+        for key in SETTINGS_WRITE_ORDER:
+            if key not in knobs:
+                continue
+            self.m.sysfs[key] = knobs[key]
+            if key in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
+                self.k.sleep_expire = 0  # the store resets the timer and wakes the thread
+                self._wake(i)
+            elif key == "enabled":
+                fs0, n0 = self.m.counters["full_scans"], self.k.do_scans
+                self.k.start_stop()
+                if self.k.do_scans > n0:
+                    self.inflight = Inflight(i, fs0)
+
+    def _op_checkpoint(self, i: int, step: Step) -> None:
+        self.checkpoints.append(CheckpointRecord(step.args["label"], i,
+                                                 [("", self.observe(), self.m.now_ms)],
+                                                 len(self.chooser.taken)))
+
+    def _op_sleep(self, i: int, step: Step) -> None:
+        end = self.m.now_ms + int(step.args["ms"])
+        while (t := self.k.next_event_ms()) is not None and t <= end + SLEEP_MARGIN_MS:
+            if t >= end - SLEEP_MARGIN_MS:
+                c = self.chooser.choose([
+                    f"step {i}: the khugepaged wakeup at {t} ms came before the sleep ended",
+                    f"step {i}: the khugepaged wakeup at {t} ms came after the sleep ended"])
+                if c:
+                    break
+            self.k.run_next()
+        self.m.now_ms = max(self.m.now_ms, end)
+
+    def _op_wait_scans(self, i: int, step: Step) -> None:
+        m, k = self.m, self.k
+        base = m.counters["full_scans"]
+        inf = self.inflight
+        if inf is not None and inf.step == i - 1 and inf.fs_before < base:
+            c = self.chooser.choose([
+                f"step {i}: the pass started at step {inf.step} had ended when the wait began",
+                f"step {i}: the pass started at step {inf.step} was still running when the "
+                f"wait began"])
+            if c:
+                base = inf.fs_before
+        target = base + int(step.args["count"])
+        deadline = m.now_ms + int(float(step.args["timeout_s"]) * 1000)
+        rec = CheckpointRecord(step.args["label"], i, n_choices=len(self.chooser.taken))
+        self.checkpoints.append(rec)
+        while m.counters["full_scans"] < target:
+            t = k.next_event_ms()
+            if t is None or t > deadline:
+                k.advance_to(deadline)
+                rec.seen.append(("wait timed out", self.observe(timed_out=True), m.now_ms))
+                return
+            k.run_next()
+        at_inc = self.fs_snaps[target]
+        at_end = self.fs_end.get(target, self.observe())
+        if at_end == at_inc:
+            rec.seen.append(("", at_inc, m.now_ms))
+            return
+        rec.seen.append(("checkpoint read at the full_scans increment", at_inc, m.now_ms))
+        rec.seen.append(("checkpoint read after the rest of that wakeup's scan", at_end,
+                         m.now_ms))
+
+
+def enumerate_runs(make: Callable[[Chooser], WorkloadRun]) -> list[WorkloadRun]:
+    """Run every combination of choices (depth-first over choice points)."""
+    runs: list[WorkloadRun] = []
+    prefix: list[int] = []
+    while True:
+        ch = Chooser(prefix)
+        run = make(ch)
+        run.run()
+        runs.append(run)
+        if len(runs) > MAX_SCHEDULES:
+            raise UserError(f"workload {run.spec.name}: more than {MAX_SCHEDULES} schedules; "
+                            "split it or add wait_scans steps")
+        taken = ch.taken
+        j = len(taken) - 1
+        while j >= 0 and taken[j][0] + 1 >= taken[j][1]:
+            j -= 1
+        if j < 0:
+            return runs
+        prefix = [c for c, _ in taken[:j]] + [taken[j][0] + 1]
