@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import write_json
+from .cache import cache_root, write_json
 from .errors import UserError
 from .htmlreport import render_html
 from .junit import to_junit_xml
@@ -80,6 +80,27 @@ class RunInfo:
     kernel_release: str
     reason: str
     mtime: float
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for `thpvm runs --json`)."""
+        return {"run_id": self.run_id, "path": str(self.path), "verdict": self.verdict,
+                "exit_code": self.exit_code, "started": self.started,
+                "kernel_release": self.kernel_release, "reason": self.reason}
+
+
+def resolve_run_dir(name: str | Path, root: Path | None = None) -> Path:
+    """A run directory given as a path, or as a run id under `root` (the
+    cache's runs/ by default, as `thpvm runs` lists them); `UserError` if neither."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    if root is None:
+        root = cache_root() / "runs"
+    candidate = root / str(name)
+    if path.name == str(name) and candidate.is_dir():
+        return candidate
+    raise UserError(f"no run directory {name} (neither a directory nor a run id under {root})")
 
 
 def _run_info(path: Path) -> RunInfo:

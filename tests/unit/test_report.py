@@ -93,3 +93,21 @@ def test_list_runs_of_missing_root_and_empty_root(tmp_path: Path) -> None:
         report.list_runs(tmp_path / "absent")
     assert report.list_runs(tmp_path) == []
     assert report.format_runs([]) == "no runs yet"
+
+
+def test_resolve_run_dir_by_path_or_run_id(tmp_path: Path) -> None:
+    run = tmp_path / "20250602-091403-run-0"
+    run.mkdir()
+    assert report.resolve_run_dir(run) == run
+    assert report.resolve_run_dir("20250602-091403-run-0", tmp_path) == run
+    with pytest.raises(UserError, match="no run directory nope"):
+        report.resolve_run_dir("nope", tmp_path)
+    with pytest.raises(UserError):
+        report.resolve_run_dir("../20250602-091403-run-0", tmp_path / "x")
+
+
+def test_run_info_to_dict(tmp_path: Path) -> None:
+    _run(tmp_path, "r1", "pass", 1000)
+    info = report.list_runs(tmp_path)[0].to_dict()
+    assert info["verdict"] == "pass" and info["path"] == str(tmp_path / "r1")
+    json.dumps(info)
