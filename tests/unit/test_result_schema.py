@@ -11,6 +11,8 @@ import pytest
 from reports_fixtures import NAMES, RESULTS, load
 
 from orchestrator import resultdata as rd
+from orchestrator.console import ConsoleEvent
+from orchestrator.counters import Snapshot, delta
 from orchestrator.errors import UserError
 from orchestrator.resultfile import (
     SCHEMA_VERSION,
@@ -164,3 +166,23 @@ def test_load_result_rejects_bad_json_and_invalid_results(tmp_path: Path) -> Non
 def test_load_result_returns_the_result(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text(json.dumps(load("crash")))
     assert load_result(tmp_path) == load("crash")
+
+
+def test_counter_snapshots_and_console_events_fit_the_schema() -> None:
+    """The contract with counters/console: Snapshot.counters() (not to_json(),
+    which is counters.json's nested form) and ConsoleEvent.to_json()."""
+    before = Snapshot(vmstat={"thp_collapse_alloc": 1, "nr_anon_transparent_hugepages": 2},
+                      khugepaged={"pages_collapsed": 0, "full_scans": 1},
+                      thp_settings={"enabled": "always"}, taken_at=1.25)
+    after = Snapshot(vmstat={"thp_collapse_alloc": 5, "nr_anon_transparent_hugepages": 0},
+                     khugepaged={"pages_collapsed": 3, "full_scans": 9},
+                     thp_settings={"enabled": "always"}, taken_at=9.5)
+    result = load("pass")
+    result["counters"] = {"before": before.counters(), "after": after.counters(),
+                          "delta": delta(before, after)}
+    result["console"]["events"] = [ConsoleEvent("ready", 3.2, ["ready"]).to_json(),
+                                   ConsoleEvent("warning", 9.1, ["WARNING: CPU: 0"]).to_json()]
+    assert schema_problems(result) == []
+    assert result["counters"]["delta"]["nr_anon_transparent_hugepages"] == -2
+    result["counters"]["before"] = before.to_json()
+    assert schema_problems(result)
