@@ -60,7 +60,7 @@ MARK_SYSFS = "@@thpvm sysfs"
 MARK_END = "@@thpvm end"
 
 _VMSTAT_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_]+) (?P<value>-?\d+)$")
-_SYSFS_KEY = re.compile(r"^[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*$")
+_SYSFS_KEY = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)*$")
 _SELECTED = re.compile(r"\[([^\[\]\s]+)\]")
 _INT = re.compile(r"^-?\d+$")
 
@@ -202,9 +202,13 @@ def parse_record(lines: Sequence[str], where: str = "record") -> Snapshot:
             current.append(line)
         elif line.strip():
             raise CounterFormatError(f"{where}: {line[:120]!r} outside a section")
-    khugepaged, settings, stats = split_sysfs(parse_sysfs_dump("\n".join(sections[MARK_SYSFS])))
-    return Snapshot(parse_vmstat("\n".join(sections[MARK_VMSTAT])), khugepaged, settings,
-                    taken_at, stats)
+    try:
+        dump = parse_sysfs_dump("\n".join(sections[MARK_SYSFS]))
+        khugepaged, settings, stats = split_sysfs(dump)
+        vmstat = parse_vmstat("\n".join(sections[MARK_VMSTAT]))
+    except CounterFormatError as e:
+        raise CounterFormatError(f"{where}: {e.message}", e.detail) from e
+    return Snapshot(vmstat, khugepaged, settings, taken_at, stats)
 
 
 def _uptime(text: str, where: str) -> float:
@@ -250,7 +254,10 @@ def parse_snapshot(text: str) -> Snapshot:
 
 def parse_series(text: str) -> list[Snapshot]:
     """The sampler's file: records in time order. Incomplete records (the last one when
-    the sampler was stopped mid-write) are dropped; a malformed complete record raises."""
+    the sampler was stopped mid-write, including a final line without newline) are
+    dropped; a malformed complete record raises."""
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
     rows: list[Snapshot] = []
     for start, lines, complete in _records(text):
         if not complete:
