@@ -102,7 +102,14 @@ def _columns(workload: Mapping[str, Any], alt: str) -> list[tuple[str, str | Non
         cols.update({(None, k): None for k in names})
         for region, fields in pred["regions"].items():
             cols.update({(region, k): None for k in fields})
-    return [(k if r is None else f"{r} {k} (kB)", r, k) for r, k in cols]
+    return [(_column_label(r, k), r, k) for r, k in cols]
+
+
+def _column_label(region: str | None, key: str) -> str:
+    """Counter name, or 'region Field (kB)' for smaps fields (capitalised, in kB)."""
+    if region is None:
+        return key
+    return f"{region} {key} (kB)" if key[:1].isupper() else f"{region} {key}"
 
 
 def _cell(cp: Mapping[str, Any], pred: Mapping[str, Any], region: str | None, key: str) -> Cell:

@@ -175,3 +175,12 @@ def test_line_chart_single_point_and_bad_series() -> None:
     ET.fromstring(svgplot.line_chart("one", [one]))
     with pytest.raises(ValueError):
         svgplot.line_chart("bad", [svgplot.Series("k", [1.0, 2.0], [1.0], [1.0], "#000")])
+
+
+def test_region_columns_label_smaps_fields_in_kb_only() -> None:
+    w = load("pass")["workloads"][0]
+    cp = w["checkpoints"][0]
+    cp["observed"]["regions"]["P"]["huge_pmds"] = 1
+    cp["predicted"][0]["regions"]["P"]["huge_pmds"] = 1
+    view = htmlreport.workload_view(w)
+    assert "P AnonHugePages (kB)" in view.columns and "P huge_pmds" in view.columns
