@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import EXIT_OK, ThpvmError, exit_code_for
+from .errors import EXIT_ABORT, EXIT_OK, ThpvmError, exit_code_for
 
 log = logging.getLogger("thpvm")
 
@@ -129,6 +129,30 @@ def _interactive_ssh(g: object, run_dir: Path) -> int:
         "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from . import bisection
+
+    outcome = bisection.run_bisect(bisection.request_from_args(args))
+    print(outcome.report, end="")
+    print(f"run directory: {outcome.run_dir}")
+    return outcome.exit_code
+
+
+def cmd_bisect_step(args: argparse.Namespace) -> int:
+    from . import bisect_step
+
+    return bisect_step.step_from_args(args)  # 0/1/125/128 only
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import validate
+
+    outcome = validate.run_validate(validate.request_from_args(args))
+    print(outcome.report, end="")
+    print(f"run directory: {outcome.run_dir}")
+    return outcome.exit_code
+
+
 def _guest_args(p: argparse.ArgumentParser) -> None:
     _tree_args(p)
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
@@ -174,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
     vt.set_defaults(handler=cmd_vm_test)
+
+    from . import bisect_step, bisection, validate
+
+    bi = sub.add_parser("bisect", help="find the first bad kernel commit (git bisect run)")
+    bisection.add_bisect_arguments(bi)
+    bi.set_defaults(handler=cmd_bisect)
+    bs = sub.add_parser("bisect-step", help="judge the checked-out commit for git bisect run "
+                        "(exit 0 good, 1 bad, 125 skip, 128 abort)")
+    bisect_step.add_step_arguments(bs)
+    bs.set_defaults(handler=cmd_bisect_step)
+    va = sub.add_parser("validate", help="A/B test a patch or revision against a base")
+    validate.add_validate_arguments(va)
+    va.set_defaults(handler=cmd_validate)
     return parser
 
 
@@ -199,7 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help is 0, bad usage is 2
-        return int(e.code or 0)
+        code = int(e.code or 0)
+        words = sys.argv[1:] if argv is None else list(argv)
+        if code and "bisect-step" in words:  # git bisect run would take 2 for "bad"
+            return EXIT_ABORT
+        return code
     _setup_logging(args.verbose)
     _terminate_like_interrupt()
     handler: Handler = args.handler

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import orchestrator
-from orchestrator import bisect, bisect_step, gitrepo, trials
+from orchestrator import bisect_step, bisection, gitrepo, trials
 from orchestrator.errors import (
     BootError,
     BuildError,
@@ -308,8 +308,8 @@ def snapshot(repo: Path) -> tuple[gitrepo.RepoState, str, str, list[str]]:
 def test_bisect_finds_first_bad_and_leaves_user_tree_alone(tmp_path: Path) -> None:
     repo, shas = user_repo(tmp_path, 10)
     before = snapshot(repo)
-    req = bisect.BisectRequest(tree=repo, good=shas[0], bad="main", out=tmp_path / "run")
-    res = bisect.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=6))
+    req = bisection.BisectRequest(tree=repo, good=shas[0], bad="main", out=tmp_path / "run")
+    res = bisection.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=6))
     assert (res.status, res.exit_code) == ("found", 0)
     assert res.first_bad and res.first_bad["sha"] == shas[6]
     assert snapshot(repo) == before
@@ -329,8 +329,8 @@ def test_bisect_finds_first_bad_and_leaves_user_tree_alone(tmp_path: Path) -> No
 def test_bisect_skips_a_commit_that_does_not_build(tmp_path: Path) -> None:
     """G H1 S F B H2: S does not build and is the first midpoint git tests."""
     repo, shas = user_repo(tmp_path, 6)
-    req = bisect.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
-    res = bisect.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=4, build_fails=(2,)))
+    req = bisection.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
+    res = bisection.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=4, build_fails=(2,)))
     assert res.status == "found" and res.first_bad and res.first_bad["sha"] == shas[4]
     by_rev = {s["rev"]: s for s in res.steps}
     assert by_rev[shas[2]]["decision"] == "skip" and by_rev[shas[2]]["exit_code"] == 125
@@ -340,8 +340,8 @@ def test_bisect_skips_a_commit_that_does_not_build(tmp_path: Path) -> None:
 
 def test_bisect_with_only_skipped_commits_left_is_ambiguous(tmp_path: Path) -> None:
     repo, shas = user_repo(tmp_path, 6)
-    req = bisect.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
-    res = bisect.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=4,
+    req = bisection.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
+    res = bisection.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=4,
                                                        build_fails=(2, 3, 4)))
     assert (res.status, res.exit_code) == ("ambiguous", 125)
     assert {c["sha"] for c in res.candidates} == {shas[2], shas[3], shas[4], shas[5]}
@@ -351,8 +351,8 @@ def test_bisect_with_only_skipped_commits_left_is_ambiguous(tmp_path: Path) -> N
 def test_bisect_step_abort_stops_the_bisect(tmp_path: Path) -> None:
     repo, shas = user_repo(tmp_path, 8)
     before = snapshot(repo)
-    req = bisect.BisectRequest(tree=repo, good=shas[0], bad=shas[7], out=tmp_path / "run")
-    res = bisect.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=5,
+    req = bisection.BisectRequest(tree=repo, good=shas[0], bad=shas[7], out=tmp_path / "run")
+    res = bisection.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=5,
                                                        abort_at=4))
     assert (res.status, res.exit_code) == ("aborted", 2)
     assert res.steps[-1]["decision"] == "abort" and "unknown suite" in res.steps[-1]["reason"]
@@ -365,8 +365,8 @@ def test_bisect_leaves_the_users_own_bisect_alone(tmp_path: Path) -> None:
     sh(repo, "bisect", "start", shas[5], shas[0])
     before = snapshot(repo)
     user_log = sh(repo, "bisect", "log")
-    req = bisect.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
-    res = bisect.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=3))
+    req = bisection.BisectRequest(tree=repo, good=shas[0], bad=shas[5], out=tmp_path / "run")
+    res = bisection.run_bisect(req, step_prefix=fake_step(tmp_path, bad_from=3))
     assert res.first_bad and res.first_bad["sha"] == shas[3]
     assert snapshot(repo) == before and before[0].bisecting
     assert sh(repo, "bisect", "log") == user_log
@@ -379,29 +379,29 @@ def test_bisect_leaves_the_users_own_bisect_alone(tmp_path: Path) -> None:
 ])
 def test_bisect_rejects_bad_endpoints(tmp_path: Path, good: str, bad: str, match: str) -> None:
     make_repo(tmp_path / "r", 5)
-    req = bisect.BisectRequest(tree=tmp_path / "r", good=good, bad=bad, out=tmp_path / "run")
+    req = bisection.BisectRequest(tree=tmp_path / "r", good=good, bad=bad, out=tmp_path / "run")
     with pytest.raises(UserError, match=match):
-        bisect.run_bisect(req, step_prefix=["false"])
+        bisection.run_bisect(req, step_prefix=["false"])
 
 
 def test_bisect_rejects_bad_options(tmp_path: Path) -> None:
     make_repo(tmp_path / "r", 3)
     for kw in ({"repeat": 0}, {"boot_failure": "maybe"}, {"fragments": [tmp_path / "x"]}):
-        req = bisect.BisectRequest(tree=tmp_path / "r", good="main~2", bad="main", **kw)
+        req = bisection.BisectRequest(tree=tmp_path / "r", good="main~2", bad="main", **kw)
         with pytest.raises(UserError):
-            bisect.run_bisect(req, step_prefix=["false"])
+            bisection.run_bisect(req, step_prefix=["false"])
 
 
 def test_step_arguments_round_trip(tmp_path: Path) -> None:
     frag = tmp_path / "f.config"
     frag.write_text("")
-    req = bisect.BisectRequest(tree=tmp_path, good="a", bad="b", suite=["selftest", "w1"],
+    req = bisection.BisectRequest(tree=tmp_path, good="a", bad="b", suite=["selftest", "w1"],
                                repeat=3, boot_failure="bad", flaky="majority",
                                fragments=[frag], configs=["CONFIG_A=y"], accel="tcg")
     parser = bisect_step._StepParser()
     bisect_step.add_step_arguments(parser)
     opts = bisect_step.StepOptions.from_args(
-        parser.parse_args(bisect.step_arguments(req, tmp_path / "run")))
+        parser.parse_args(bisection.step_arguments(req, tmp_path / "run")))
     assert (opts.suite, opts.repeat, opts.boot_failure, opts.flaky) == (
         ["selftest", "w1"], 3, "bad", "majority")
     assert opts.fragments == [frag.resolve()] and opts.configs == ["CONFIG_A=y"]
@@ -411,24 +411,24 @@ def test_step_arguments_round_trip(tmp_path: Path) -> None:
 
 def test_parse_bisect_output() -> None:
     sha = "a" * 40
-    assert bisect.parse_bisect_output(f"x\n{sha} is the first bad commit\n") == (
+    assert bisection.parse_bisect_output(f"x\n{sha} is the first bad commit\n") == (
         "found", sha, [])
     text = ("There are only 'skip'ped commits left to test.\n"
             f"The first bad commit could be any of:\n{sha}\n{'b' * 40}\nWe cannot bisect more!\n")
-    assert bisect.parse_bisect_output(text) == ("ambiguous", None, [sha, "b" * 40])
-    assert bisect.parse_bisect_output("error: bisect run failed: exit code 128")[0] == "aborted"
-    assert bisect.parse_bisect_output("something else")[0] == "failed"
+    assert bisection.parse_bisect_output(text) == ("ambiguous", None, [sha, "b" * 40])
+    assert bisection.parse_bisect_output("error: bisect run failed: exit code 128")[0] == "aborted"
+    assert bisection.parse_bisect_output("something else")[0] == "failed"
 
 
 def test_bisect_arguments_make_a_request(tmp_path: Path) -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    bisect.add_bisect_arguments(parser)
+    bisection.add_bisect_arguments(parser)
     args = parser.parse_args(["--tree", "/src/linux", "--good", "v6.11", "--bad", "HEAD",
                               "--suite", "selftest:anon", "--repeat", "3", "--boot-failure",
                               "bad", "--config", "CONFIG_A=y"])
-    req = bisect.request_from_args(args)
+    req = bisection.request_from_args(args)
     assert (req.tree, req.good, req.bad, req.suite) == (Path("/src/linux"), "v6.11", "HEAD",
                                                         ["selftest:anon"])
     assert (req.repeat, req.boot_failure, req.flaky, req.configs) == (3, "bad", "skip",
