@@ -526,3 +526,21 @@ def test_truncated_output_is_a_crash(cases: list, data: st.DataObject) -> None:
         for step in case.steps:
             if step.outcome == "ok" and case.name != "alloc_at_fault":
                 assert (case.name, case.context, step.message) in ok_full
+
+
+def test_ktap_inside_run_vmtests_is_unwrapped() -> None:
+    section = raw("synthetic-ktap-2026.txt").rstrip("\n").split("\n")
+    title = "running ./khugepaged khugepaged:anon"
+    text = "".join(["TAP version 13\n", f"# {'-' * len(title)}\n", f"# {title}\n",
+                    f"# {'-' * len(title)}\n", *(f"# {line}\n" for line in section),
+                    "# [PASS]\n", "ok 1 khugepaged khugepaged:anon\n", "1..1\n"])
+    run = parse_selftest(text, 1, ["./khugepaged", "khugepaged:anon"])
+    assert (run.form, run.exit_code, run.status) == ("ktap", 0, "fail")
+    assert [c.status for c in run.cases] == ["pass", "pass", "pass", "fail", "skip"]
+    assert run.unparsed == []
+
+
+def test_prefixed_capture_without_banner_is_unwrapped() -> None:
+    lines = raw("6.12.117-tcg-anon.txt").rstrip("\n").split("\n")
+    run = parse_selftest("".join(f"# {line}\n" for line in lines), 0, ["./khugepaged"])
+    assert (run.form, run.status, len(run.cases)) == ("legacy", "pass", 26)

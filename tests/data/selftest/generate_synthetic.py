@@ -30,7 +30,8 @@ ANON_612: list[tuple[str, dict[str, list[str]]]] = [
     ("collapse_single_pte_entry",
      {c: ["*Collapse PTE table with single PTE entry present"] for c in (K, M)}),
     ("collapse_max_ptes_none", {
-        K: ["*Maybe collapse with max_ptes_none exceeded", "*Collapse with max_ptes_none PTEs empty"],
+        K: ["*Maybe collapse with max_ptes_none exceeded",
+            "*Collapse with max_ptes_none PTEs empty"],
         M: ["*Maybe collapse with max_ptes_none exceeded"]}),
     ("collapse_single_pte_entry_compound", {c: [
         "Allocate huge page", "Split huge page leaving single PTE mapping compound page",
@@ -60,7 +61,8 @@ ANON_612: list[tuple[str, dict[str, list[str]]]] = [
             "*Maybe collapse with max_ptes_shared exceeded", "Trigger CoW on page 256 of 512",
             "*Collapse with max_ptes_shared PTEs shared", "Check if parent still has huge page"],
         M: ["Allocate huge page", "Share huge page over fork()", "Trigger CoW on page 255 of 512",
-            "*Maybe collapse with max_ptes_shared exceeded", "Check if parent still has huge page"]}),
+            "*Maybe collapse with max_ptes_shared exceeded",
+            "Check if parent still has huge page"]}),
     ("madvise_collapse_existing_thps", {M: ["*Collapse fully populated PTE table...",
                                             "Re-collapse PMD-mapped hugepage"]}),
 ]
