@@ -78,7 +78,8 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
 
     progress = Progress()
     outcome = vmtest.run_vm_test(_vm_request(args), progress.update)
-    print(format_summary(outcome.result))
+    progress.clear()
+    print(format_summary(outcome.result, outcome.run_dir))
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
 
@@ -127,6 +128,37 @@ def _interactive_ssh(g: object, run_dir: Path) -> int:
         "ssh", "-t", "-p", str(g.vm.port), "-i", str(g.vm.req.image.ssh_key),  # type: ignore[attr-defined]
         "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
         "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .progress import format_summary
+    from .report import regenerate, resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    result = regenerate(run_dir)
+    print(format_summary(result, run_dir))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import cache
+    from .report import format_runs, list_runs
+
+    runs = list_runs(args.root or cache.cache_dir("runs"), limit=args.limit)
+    print(json.dumps([r.to_dict() for r in runs], indent=2) if args.json else format_runs(runs))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .report import resolve_run_dir
+    from .resultfile import load_result
+    from .rundiff import diff_runs
+
+    diff = diff_runs(load_result(resolve_run_dir(args.run_a)),
+                     load_result(resolve_run_dir(args.run_b)),
+                     min_change=args.min_change, rel_tolerance=args.tolerance)
+    print(diff.to_json() if args.json else diff.format_diff())
+    return EXIT_OK
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -198,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
     vt.set_defaults(handler=cmd_vm_test)
+
+    rp = sub.add_parser("report", help="regenerate junit.xml and report.html of a run")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a run id from 'thpvm runs')")
+    rp.set_defaults(handler=cmd_report)
+    rl = sub.add_parser("runs", help="list recent runs with their verdicts")
+    rl.add_argument("-n", "--limit", type=int, default=20, help="show at most N runs (default 20)")
+    rl.add_argument("--root", type=Path, help="runs directory (default: the cache's runs/)")
+    rl.add_argument("--json", action="store_true", help="print the list as JSON")
+    rl.set_defaults(handler=cmd_runs)
+    dp = sub.add_parser("diff", help="compare two runs: case status, workload verdicts, counters")
+    dp.add_argument("run_a", metavar="RUN_A", help="base run directory or run id")
+    dp.add_argument("run_b", metavar="RUN_B", help="other run directory or run id")
+    dp.add_argument("--min-change", type=int, default=1, help="ignore counter moves smaller than N")
+    dp.add_argument("--tolerance", type=float, default=0.0,
+                    help="ignore counter moves within this fraction")
+    dp.add_argument("--json", action="store_true", help="print the diff as JSON")
+    dp.set_defaults(handler=cmd_diff)
 
     from . import bisect_step, bisection, validate
 

@@ -129,7 +129,7 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
         _pipeline(req, suite, run)
     except ThpvmError as e:
         verdict = "bad-input" if isinstance(e, UserError) else "could-not-test"
-        _finish(run, verdict, e.exit_code, f"{e.message}\n{e.detail}".strip())
+        _finish(run, verdict, e.exit_code, e.message, e.detail)
         raise
     code = EXIT_TEST_FAILED if run.failures else EXIT_OK
     verdict = "fail" if run.failures else "pass"
@@ -187,7 +187,7 @@ def _record_counters(run: Run, before: Any, after: Any) -> None:
     if before is None or after is None:
         return
     delta = counters.delta(before, after)
-    run.counters = {"before": before.to_json(), "after": after.to_json(), "delta": delta}
+    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
     counters.write_counters_json(run.dir / "counters.json", [before, after], delta)
 
 
@@ -219,7 +219,7 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
         log_name = f"selftest-{inv.id}.log"
         (run.dir / log_name).write_text(outcome.output)
         parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
-        entry = parsed.to_json()
+        entry = parsed.to_invocation_json()
         entry.update(duration=round(outcome.duration, 2), log=log_name,
                      counter_deltas=counters.delta(outcome.before, outcome.after)
                      if outcome.before and outcome.after else {})
@@ -283,7 +283,7 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
             break
 
 
-def _finish(run: Run, verdict: str, code: int, reason: str) -> dict[str, Any]:
+def _finish(run: Run, verdict: str, code: int, reason: str, detail: str = "") -> dict[str, Any]:
     from . import report
 
     run.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -295,6 +295,8 @@ def _finish(run: Run, verdict: str, code: int, reason: str) -> dict[str, Any]:
         "counters": run.counters, "console": {"events": run.events},
         "artifacts": artifacts,
     }
+    if detail:
+        result["detail"] = detail
     if run.selftest is not None:
         result["selftest"] = run.selftest
     report.write_reports(run.dir, result)

@@ -406,7 +406,7 @@ def test_step_arguments_round_trip(tmp_path: Path) -> None:
         ["selftest", "w1"], 3, "bad", "majority")
     assert opts.fragments == [frag.resolve()] and opts.configs == ["CONFIG_A=y"]
     assert opts.step_log == tmp_path / "run" / "steps.jsonl"
-    assert bisect.step_command()[-1] == "bisect-step"
+    assert bisection.step_command()[-1] == "bisect-step"
 
 
 def test_parse_bisect_output() -> None:
