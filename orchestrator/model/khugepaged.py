@@ -237,7 +237,7 @@ class Khugepaged:
             return self.stop or self.m.now_ms >= self.sleep_expire
         if kind == "list":  # khugepaged_wait_event()
             return bool(self.mm_list) or self.stop
-        return True  # alloc sleep: any wake_up ends it
+        return True  # a new thread, or an alloc sleep (any wake_up ends it)
 
     def _resume(self) -> None:
         assert self.gen is not None
@@ -247,9 +247,13 @@ class Khugepaged:
             self.gen, self.block = None, None
 
     def wake_up(self) -> None:
-        """wake_up_interruptible(&khugepaged_wait)."""
+        """wake_up_interruptible(&khugepaged_wait): run the thread if its wait is over."""
         if self.running and self._ready():
             self._resume()
+
+    def runnable(self) -> bool:
+        """Would a wake_up() now start a scan (the thread's wait condition holds)?"""
+        return self.running and self._ready()
 
     def next_event_ms(self) -> int | None:
         """When the thread wakes up by itself, or None (untimed wait / no thread)."""
@@ -279,10 +283,10 @@ class Khugepaged:
     def start_stop(self) -> None:
         """start_stop_khugepaged(): called on every write to `enabled`."""
         if self.m.pmd_enabled():
-            if not self.running:  # kthread_run(): the new thread scans at once
+            if not self.running:  # kthread_run(): the new thread scans as soon as it runs
                 self.stop = False
                 self.gen = self._thread()
-                self._resume()
+                self.block = ("new",)
             if self.mm_list:
                 self.wake_up()
         elif self.running:  # kthread_stop(): wake the thread and wait for it to exit

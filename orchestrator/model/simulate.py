@@ -7,12 +7,16 @@ wakeups: the first registration on an empty list, sysfs writes of the sleep
 knobs or `enabled`, and every scan_sleep_millisecs afterwards. Where the real
 order of events is not fixed, a `Chooser` branches, and every combination is
 simulated (`enumerate_runs`):
-  * a registration made while the process holds its mmap write lock
-    (MADV_HUGEPAGE, an mprotect merge) wakes khugepaged, whose first
-    mmap_read_trylock() of that mm may fail (the pass skips it but still
-    counts in full_scans);
-  * a pass started by a step may or may not have ended when the next
-    wait_scans reads its starting full_scans value;
+  * a wakeup (first registration on an empty list, a sleep-knob or `enabled`
+    write) makes a pass *pending*: it may run after the waking step or after
+    any later step before the next wait/checkpoint/sleep ("the pass may be in
+    progress when a step runs"); if it overlaps a step that holds the mmap
+    write lock of a registered process (MADV_[NO]HUGEPAGE, mprotect, munmap,
+    fork) its mmap_read_trylock() of that mm fails: the pass skips the mm but
+    still counts in full_scans ("the first wakeup may be lost to lock
+    contention");
+  * a pending pass may or may not have ended when the next wait_scans reads
+    its starting full_scans value, and before or after a checkpoint read;
   * a wait_scans checkpoint may see the state at the full_scans increment or
     after the rest of that wakeup's scanning (only differs when the wakeup
     goes on into the next pass);
@@ -103,11 +107,17 @@ class CheckpointRecord:
 
 
 @dataclass
-class Inflight:
-    """A khugepaged wakeup started by step `step` when full_scans was `fs_before`."""
+class Pending:
+    """khugepaged was woken at step `step` and has not scanned yet."""
 
     step: int
-    fs_before: int
+    why: str
+    contended: Mm | None = None  # it runs while this mm's mmap_lock is write-held
+
+
+# ops that hold the calling process's mmap_lock for writing while they run
+_WRITE_LOCKED = {("madvise", "hugepage"), ("madvise", "nohugepage"), ("mprotect", None),
+                 ("munmap", None), ("fork", None)}
 
 
 class WorkloadRun:
@@ -128,7 +138,7 @@ class WorkloadRun:
                                  for n, (s, e) in self.extent.items()])
         self.results: dict[int, str] = {}
         self.checkpoints: list[CheckpointRecord] = []
-        self.inflight: Inflight | None = None
+        self.pending: Pending | None = None
         self.fs_snaps: dict[int, Observation] = {}
         self.fs_end: dict[int, Observation] = {}
         self._pending_fs: list[int] = []
@@ -183,10 +193,52 @@ class WorkloadRun:
     # -------------------------------------------------------------- steps
 
     def run(self) -> None:
-        """Execute every step."""
+        """Execute every step; a pass woken by a step may run after it or later."""
         for i, step in enumerate(self.spec.steps):
             handler: Callable[[int, Step], None] = getattr(self, f"_op_{step.op}")
             handler(i, step)
+            if step.op not in ("wait_scans", "checkpoint", "sleep"):
+                self._place_pending(i, step)
+
+    # -------------------------------------------------------------- wakeups
+
+    def _wake(self, i: int, why: str) -> None:
+        """wake_up_interruptible(&khugepaged_wait) during step i: if that lets the
+        thread scan, the pass is pending until `_place_pending` runs it."""
+        if self.pending is None and self.k.runnable():
+            self.pending = Pending(i, why)
+
+    def _run_pending(self, contended: Mm | None = None) -> None:
+        """Run the pending pass now (optionally with one mm's mmap_lock held)."""
+        self.pending = None
+        if contended is not None:
+            contended.trylock_failures = 1
+        self.k.wake_up()
+        for mm in self.m.mms.values():
+            mm.trylock_failures = 0
+
+    def _place_pending(self, i: int, step: Step) -> None:
+        """After step i: the pending pass ran after it, during it (finding the
+        process's mmap_lock write-held, so that mm is skipped), or later."""
+        p = self.pending
+        if p is None:
+            return
+        opts = [f"the pass woken at step {p.step} ({p.why}) ran after step {i}",
+                f"the pass woken at step {p.step} had not run by the end of step {i}"]
+        mm = self.m.mms.get(step.proc)
+        locked = (step.op, step.args.get("advice")) in _WRITE_LOCKED
+        if locked and mm is not None and mm.registered:
+            opts.append(f"the pass woken at step {p.step} ran during step {i}: "
+                        f"{step.proc}'s mmap_lock was write-held ({step.op}), trylock failed")
+        c = self.chooser.choose(opts)
+        if c == 0:
+            self._run_pending()
+        elif c == 2:
+            nxt = self.spec.steps[i + 1] if i + 1 < len(self.spec.steps) else None
+            if nxt is not None and nxt.op == "wait_scans":
+                p.contended = mm  # the skipped pass may still end after the wait began
+            else:
+                self._run_pending(contended=mm)
 
     def _range_runs(self, step: Step) -> list[tuple[int, int]]:
         """The selected pages as maximal runs [start, end) of page numbers."""
@@ -201,30 +253,12 @@ class WorkloadRun:
                 runs.append((start + i, start + i + 1))
         return runs
 
-    def _wake(self, i: int) -> None:
-        """wake_up_interruptible(&khugepaged_wait); remember a pass it started."""
-        fs0, n0 = self.m.counters["full_scans"], self.k.do_scans
-        self.k.wake_up()
-        if self.k.do_scans > n0:
-            self.inflight = Inflight(i, fs0)
-
-    def _with_registration(self, i: int, step: Step, lock_held: bool,
-                           action: Callable[[], None]) -> None:
-        """Run a step; if it made the first registration (list was empty), deliver
-        the wakeup when the step ends, branching on mmap_lock contention if the
-        step held the mmap write lock while registering."""
+    def _with_registration(self, i: int, action: Callable[[], None]) -> None:
+        """Run a step's action; a first registration (the list was empty) wakes khugepaged."""
         was_empty = not self.k.mm_list
         action()
-        if not (was_empty and self.k.mm_list):
-            return
-        mm = self.k.mm_list[0]
-        if lock_held:
-            mm.trylock_failures = self.chooser.choose([
-                f"step {i}: the first pass after {mm.name} registered got its mmap_lock",
-                f"step {i}: the first pass skipped {mm.name}: mmap_lock still held by "
-                f"{step.op} (trylock failed)"])
-        self._wake(i)
-        mm.trylock_failures = 0
+        if was_empty and self.k.mm_list:
+            self._wake(i, f"{self.k.mm_list[0].name} registered")
 
     def _proc(self, step: Step) -> Mm:
         return self.m.mms[step.proc]
@@ -233,7 +267,7 @@ class WorkloadRun:
         mm = self._proc(step)
         pages = np.array([p for s, e in self._range_runs(step) for p in range(s, e)], np.int64)
         write = step.args["access"] == "write"
-        self._with_registration(i, step, False, lambda: touch(self.m, mm, pages, write))
+        self._with_registration(i, lambda: touch(self.m, mm, pages, write))
 
     def _op_madvise(self, i: int, step: Step) -> None:
         mm, advice = self._proc(step), step.args["advice"]
@@ -251,13 +285,13 @@ class WorkloadRun:
                 else:
                     out.append(madvise_collapse(self.m, mm, s, e))
 
-        self._with_registration(i, step, advice in ("hugepage", "nohugepage"), act)
+        self._with_registration(i, act)
         self.results[i] = next((r for r in out if r != "ok"), "ok")
 
     def _op_mprotect(self, i: int, step: Step) -> None:
         mm, w = self._proc(step), step.args["prot"] == "rw"
         out: list[bool] = []
-        self._with_registration(i, step, True, lambda: out.extend(
+        self._with_registration(i, lambda: out.extend(
             mprotect(self.m, mm, s, e, w) for s, e in self._range_runs(step)))
         self.results[i] = "ok" if all(out) else "ENOMEM"
 
@@ -278,19 +312,31 @@ class WorkloadRun:
             self.m.sysfs[key] = knobs[key]
             if key in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
                 self.k.sleep_expire = 0  # the store resets the timer and wakes the thread
-                self._wake(i)
+                self._wake(i, f"{key} written")
             elif key == "enabled":
-                fs0, n0 = self.m.counters["full_scans"], self.k.do_scans
                 self.k.start_stop()
-                if self.k.do_scans > n0:
-                    self.inflight = Inflight(i, fs0)
+                if not self.k.running:
+                    self.pending = None
+                self._wake(i, f"enabled={knobs[key]} written")
 
     def _op_checkpoint(self, i: int, step: Step) -> None:
+        p = self.pending
+        if p is not None and not self.chooser.choose([
+                f"the pass woken at step {p.step} ran before checkpoint step {i}",
+                f"the pass woken at step {p.step} ran after checkpoint step {i}"]):
+            self._run_pending()
+        self._record_checkpoint(i, step)
+        if self.pending is not None:
+            self._run_pending()
+
+    def _record_checkpoint(self, i: int, step: Step) -> None:
         self.checkpoints.append(CheckpointRecord(step.args["label"], i,
                                                  [("", self.observe(), self.m.now_ms)],
                                                  len(self.chooser.taken)))
 
     def _op_sleep(self, i: int, step: Step) -> None:
+        if self.pending is not None:
+            self._run_pending()
         end = self.m.now_ms + int(step.args["ms"])
         while (t := self.k.next_event_ms()) is not None and t <= end + SLEEP_MARGIN_MS:
             if t >= end - SLEEP_MARGIN_MS:
@@ -305,14 +351,14 @@ class WorkloadRun:
     def _op_wait_scans(self, i: int, step: Step) -> None:
         m, k = self.m, self.k
         base = m.counters["full_scans"]
-        inf = self.inflight
-        if inf is not None and inf.step == i - 1 and inf.fs_before < base:
-            c = self.chooser.choose([
-                f"step {i}: the pass started at step {inf.step} had ended when the wait began",
-                f"step {i}: the pass started at step {inf.step} was still running when the "
-                f"wait began"])
-            if c:
-                base = inf.fs_before
+        p = self.pending
+        if p is not None:
+            late = self.chooser.choose([
+                f"the pass woken at step {p.step} had ended when wait step {i} began",
+                f"the pass woken at step {p.step} was still running when wait step {i} began"])
+            self._run_pending(contended=p.contended)
+            if not late:
+                base = m.counters["full_scans"]
         target = base + int(step.args["count"])
         deadline = m.now_ms + int(float(step.args["timeout_s"]) * 1000)
         rec = CheckpointRecord(step.args["label"], i, n_choices=len(self.chooser.taken))
