@@ -1,22 +1,25 @@
 """Model prediction vs driver observation: a verdict with a plain explanation.
 
-A prediction gives, per checkpoint label, a list of admissible *alternatives*
-(nondeterminism the model cannot resolve, e.g. a first pass lost to mmap_lock
-contention). Alternatives with the same name across checkpoints form one path;
-the workload matches if one path fits every checkpoint. Values are compared
-exactly: a predicted value is an integer or an inclusive range
-``{"min": a, "max": b|None}`` given by the model, never widened here.
+The model (`orchestrator.model.predict`) enumerates *schedules*: resolutions of
+the nondeterminism it cannot decide (a first pass lost to mmap_lock contention,
+a pass running before or after a step, ...). At each checkpoint it lists the
+admissible outcomes and the schedules that produce them. One schedule is one
+*path*; the workload matches if some path has, at every checkpoint, an outcome
+that equals the observation. Values are compared exactly (an integer, or an
+inclusive range ``{"min": a, "max": b|None}`` if the model gives one); nothing
+is widened here.
 
-Normalised prediction shape (`normalize_prediction` builds it from the model's
-object or from predicted.json)::
+`normalize_prediction` turns the model's Prediction (or its JSON, predicted.json)
+into one alternative per (checkpoint, outcome, schedule)::
 
     {"checkpoints": [{"label": str, "alternatives": [
-        {"name": str,
-         "counters": {counter: value},                     # deltas since the baseline
-         "regions": {"a" | "child:a": {field: value}},     # fields: see REGION_FIELDS
-         "huge_pmds": {"a" | "child:a": [k, ...]},         # optional, PMD indices
-         "decisions": [{"proc", "by", "address", "result", ...}]}]}],  # optional, per PMD
-     "steps": {step_index: "ok" | "EINVAL" | ...}}         # optional, syscall results
+        {"name": "schedule 3", "choices": [str], "reasons": [str],
+         "counters": {counter: value},                   # deltas since the baseline
+         "regions": {"a" | "child:a": {"AnonHugePages"|"Rss"|"Swap": kB}},
+         "huge_pmds": {"a" | "child:a": [k, ...]},       # PMD indices from the aligned base
+         "results": {step: "ok" | "EINVAL" | ...},       # syscall results so far
+         "timed_out": bool,                              # the wait_scans step timed out
+         "decisions": [{"proc", "by", "address", "result", ...}]}]}]}  # since the last checkpoint
 
 Region keys: the parent's regions by name, the child's as ``child:<name>``.
 """
@@ -94,28 +97,69 @@ def show(predicted: Any) -> str:
 
 
 def _plain(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
+    for method in ("to_json", "to_dict"):
+        if hasattr(obj, method):
+            return getattr(obj, method)()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     return obj
 
 
+_SMAPS_NAMES = {"anon_huge_kb": "AnonHugePages", "rss_kb": "Rss", "swap_kb": "Swap"}
+
+
+def _region_key(proc: str, name: str) -> str:
+    return name if proc == "parent" else f"{proc}:{name}"
+
+
+def _outcome_alternative(outcome: Mapping[str, Any], schedule: Mapping[str, Any],
+                         t_prev: int) -> dict[str, Any]:
+    """One model outcome as seen on one schedule (see the module docstring)."""
+    regions: dict[str, dict[str, Any]] = {}
+    huge: dict[str, list[int]] = {}
+    for proc, per_region in (outcome.get("regions") or {}).items():
+        for name, st in per_region.items():
+            key = _region_key(proc, name)
+            regions[key] = {_SMAPS_NAMES[k]: v for k, v in st.items() if k in _SMAPS_NAMES}
+            huge[key] = list(st.get("huge_pmds", []))
+    t = outcome.get("time_ms", 0)
+    decisions = [d for d in schedule.get("decisions", [])
+                 if t_prev < d.get("time_ms", 0) <= t or (t_prev == 0 == d.get("time_ms"))]
+    return {"name": f"schedule {schedule.get('index')}", "choices": schedule.get("choices", []),
+            "reasons": outcome.get("reasons", []), "counters": outcome.get("counters", {}),
+            "regions": regions, "huge_pmds": huge,
+            "results": {int(k): v for k, v in (outcome.get("results") or {}).items()},
+            "timed_out": bool(outcome.get("timed_out")), "decisions": decisions}
+
+
+def _from_model(d: Mapping[str, Any]) -> dict[str, Any]:
+    schedules = {s["index"]: s for s in d.get("schedules", [])}
+    cps, t_prev = [], 0
+    for cp in d["checkpoints"]:
+        alts = []
+        for o in cp["outcomes"]:
+            for si in o.get("schedules", []):
+                alts.append(_outcome_alternative(o, schedules.get(si, {"index": si}), t_prev))
+        cps.append({"label": cp["label"], "alternatives": alts})
+        t_prev = max([o.get("time_ms", 0) for o in cp["outcomes"]] + [t_prev])
+    return {"checkpoints": cps}
+
+
 def normalize_prediction(prediction: Any) -> dict[str, Any]:
-    """The model's Prediction (object with to_dict, dataclass) or a predicted.json dict,
-    in the shape of the module docstring. ValueError if it has no checkpoints list."""
+    """The model's Prediction (object or its JSON) or an already normalised dict, in
+    the shape of the module docstring. ValueError if it has no checkpoints."""
     d = _plain(prediction)
     if not isinstance(d, Mapping) or not isinstance(d.get("checkpoints"), list):
         raise ValueError("prediction has no 'checkpoints' list")
-    cps = []
     for cp in d["checkpoints"]:
-        cp = _plain(cp)
-        alts = cp.get("alternatives", cp.get("predicted"))
-        if not isinstance(cp.get("label"), str) or not isinstance(alts, list):
-            raise ValueError(f"prediction checkpoint {cp!r:.80}: needs 'label' and 'alternatives'")
-        cps.append({"label": cp["label"], "alternatives": [_plain(a) for a in alts]})
-    steps = {int(k): v for k, v in (d.get("steps") or {}).items()}
-    return {"checkpoints": cps, "steps": steps}
+        if not isinstance(cp, Mapping) or not isinstance(cp.get("label"), str):
+            raise ValueError(f"prediction checkpoint {cp!r:.80} has no label")
+        if not isinstance(cp.get("outcomes", cp.get("alternatives")), list):
+            raise ValueError(f"prediction checkpoint {cp['label']!r} has no outcomes")
+    if any("outcomes" in cp for cp in d["checkpoints"]):
+        return _from_model(d)
+    return {"checkpoints": [{"label": cp["label"], "alternatives": list(cp["alternatives"])}
+                            for cp in d["checkpoints"]]}
 
 
 def observed_regions(cp: Checkpoint) -> dict[str, RegionSample]:
@@ -130,8 +174,8 @@ def observed_regions(cp: Checkpoint) -> dict[str, RegionSample]:
 # --------------------------------------------------------------------------- diffing
 
 
-def _diff_checkpoint(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
-    """Every difference between one alternative and one observed checkpoint."""
+def _diff_values(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
+    """Counter and region differences between one alternative and one checkpoint."""
     diffs: list[dict[str, Any]] = []
     for name, pv in sorted((alt.get("counters") or {}).items()):
         obs = cp.deltas.get(name)
@@ -157,20 +201,32 @@ def _diff_checkpoint(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, A
     return diffs
 
 
-def _diff_steps(pred_steps: Mapping[int, Any], obs: Observation,
-                spec: WorkloadSpec | None) -> list[dict[str, Any]]:
-    """Syscall results vs the model's prediction and the spec's `expect`."""
-    diffs = []
-    expected: dict[int, tuple[str, str]] = {i: (str(v), "model") for i, v in pred_steps.items()}
-    for s in obs.steps:
-        if s.expected is not None:
-            expected.setdefault(s.step, (s.expected, "spec"))
-    for i, (want, who) in sorted(expected.items()):
-        got = obs.step_result(i)
+def _diff_results(alt: Mapping[str, Any], cp: Checkpoint, obs: Observation,
+                  spec: WorkloadSpec | None) -> list[dict[str, Any]]:
+    """Syscall results and the wait timeout at this checkpoint vs the alternative."""
+    diffs: list[dict[str, Any]] = []
+    for i, want in sorted((alt.get("results") or {}).items()):
+        got = obs.step_result(int(i))
         if got is None or got.result != want:
-            what = _step_name(spec, i)
-            diffs.append({"kind": "step", "step": i, "name": what, "predicted": want,
-                          "observed": got.result if got else None, "source": who})
+            diffs.append({"checkpoint": cp.label, "kind": "step", "step": int(i),
+                          "name": _step_name(spec, int(i)), "predicted": want,
+                          "observed": got.result if got else None, "source": "model"})
+    wait = obs.step_result(cp.step)
+    if wait is not None and wait.op == "wait_scans" and "timed_out" in alt:
+        timed_out = wait.result == "timeout"
+        if timed_out != bool(alt["timed_out"]):
+            diffs.append({"checkpoint": cp.label, "kind": "timeout", "name": "wait_scans",
+                          "predicted": bool(alt["timed_out"]), "observed": timed_out})
+    return diffs
+
+
+def _diff_expectations(obs: Observation, spec: WorkloadSpec | None) -> list[dict[str, Any]]:
+    """madvise results against the spec's own `expect` keys."""
+    diffs = []
+    for s in obs.steps:
+        if s.expected is not None and s.result != s.expected:
+            diffs.append({"kind": "step", "step": s.step, "name": _step_name(spec, s.step),
+                          "predicted": s.expected, "observed": s.result, "source": "spec"})
     return diffs
 
 
@@ -193,12 +249,12 @@ def _paths(pred: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str) -> list[dict[str, Any]]:
+def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str,
+                spec: WorkloadSpec | None) -> list[dict[str, Any]]:
+    """Differences along one path; at each checkpoint the path's closest outcome counts."""
     diffs: list[dict[str, Any]] = []
     for cp_pred in pred["checkpoints"]:
         alts = [a for a in cp_pred["alternatives"] if a.get("name") == path]
-        if not alts:
-            alts = cp_pred["alternatives"][:1] if len(cp_pred["alternatives"]) == 1 else []
         cp = obs.checkpoint(cp_pred["label"])
         if cp is None:
             diffs.append({"checkpoint": cp_pred["label"], "kind": "missing",
@@ -207,7 +263,12 @@ def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str) -> list[di
             diffs.append({"checkpoint": cp.label, "kind": "path", "name": path,
                           "predicted": "no such alternative here", "observed": None})
         else:
-            diffs += _diff_checkpoint(alts[0], cp)
+            best: list[dict[str, Any]] | None = None
+            for a in alts:
+                d = _diff_results(a, cp, obs, spec) + _diff_values(a, cp)
+                if best is None or len(d) < len(best):
+                    best = d
+            diffs += best or []
     return diffs
 
 
@@ -301,6 +362,14 @@ def _alt_at(pred: Mapping[str, Any], label: str, path: str) -> Mapping[str, Any]
     return {}
 
 
+def _choices_text(pred: Mapping[str, Any], path: str) -> str:
+    for cp in pred["checkpoints"]:
+        for alt in cp["alternatives"]:
+            if alt.get("name") == path and alt.get("choices"):
+                return " (" + "; ".join(alt["choices"]) + ")"
+    return ""
+
+
 def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
               diffs: list[dict[str, Any]], scans: list[PmdScan] | None) -> Verdict:
     first = diffs[0]
@@ -309,7 +378,7 @@ def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
         text += f" (+{len(diffs) - 1} more: " + "; ".join(_describe(d) for d in diffs[1:4])
         text += ", ..." * (len(diffs) > 4) + ")"
     if path:
-        text += f" [closest model alternative: {path!r}]"
+        text += f" [closest: model {path}{_choices_text(pred, path)}]"
     if scans is not None and first.get("checkpoint"):
         pmds = pmd_details(first, _alt_at(pred, first["checkpoint"], path), obs, scans)
         if pmds:
@@ -331,27 +400,25 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
         return Verdict("error", f"the workload driver did not finish: {why}")
     try:
         pred = normalize_prediction(prediction)
-        step_diffs = _diff_steps(pred["steps"], obs, spec)
+        expect_diffs = _diff_expectations(obs, spec)
         paths = _paths(pred) or [""]
-        results = [(p, step_diffs + _path_diffs(pred, obs, p)) for p in paths]
+        results = [(p, expect_diffs + _path_diffs(pred, obs, p, spec)) for p in paths]
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         return Verdict("error", f"unusable model prediction: {e}")
     for path, diffs in results:
         if not diffs:
             n = len(pred["checkpoints"])
-            return Verdict("match", f"all {n} checkpoints fit model alternative {path!r}",
-                           [], path)
+            return Verdict("match", f"all {n} checkpoints fit model {path}"
+                           f"{_choices_text(pred, path)}", [], path)
     path, diffs = min(results, key=lambda r: len(r[1]))
     return _mismatch(pred, obs, path, diffs, scans)
 
 
 def write_verdict(out_dir: Path, prediction: Any, verdict: Verdict) -> None:
-    """predicted.json (normalised prediction) and verdict.json in `out_dir`."""
+    """predicted.json (the model's full JSON: outcomes, reasons, schedules, decisions,
+    assumptions; `normalize_prediction` reads it back) and verdict.json in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        write_json(out_dir / "predicted.json", normalize_prediction(prediction))
-    except ValueError:
-        write_json(out_dir / "predicted.json", _plain(prediction))
+    write_json(out_dir / "predicted.json", _plain(prediction))
     write_json(out_dir / "verdict.json", verdict.to_dict())
 
 
@@ -362,23 +429,35 @@ def _observed_entry(cp: Checkpoint) -> dict[str, Any]:
     return {"counters": dict(cp.deltas), "regions": regions}
 
 
+def _entry_alternatives(alts: list[dict[str, Any]], cp: Checkpoint,
+                        chosen: str | None) -> list[dict[str, Any]]:
+    """Schema form of a checkpoint's alternatives: the chosen path's fitting one first."""
+    ranked = sorted(alts, key=lambda a: (a.get("name") != chosen, len(_diff_values(a, cp))))
+    out = []
+    for a in ranked:
+        regions = {k: dict(v) for k, v in (a.get("regions") or {}).items()}
+        for k, pmds in (a.get("huge_pmds") or {}).items():
+            regions.setdefault(k, {})["huge_pmds"] = len(pmds)
+        out.append({"name": str(a.get("name", "")), "counters": dict(a.get("counters") or {}),
+                    "regions": regions})
+    return out
+
+
 def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
                  verdict: Verdict, duration: float | None = None) -> dict[str, Any]:
     """The `workloads[]` entry of result.json (schema: orchestrator/schema)."""
     try:
         pred_cps = {cp["label"]: cp["alternatives"]
                     for cp in normalize_prediction(prediction)["checkpoints"]}
-    except ValueError:
+    except (ValueError, TypeError, KeyError, AttributeError):
         pred_cps = {}
     t0 = obs.checkpoints[0].time_ns if obs.checkpoints else 0
     cps = []
     for cp in obs.checkpoints:
         if cp.label == BASELINE_LABEL:
             continue
-        alts = [{"name": str(a.get("name", "")), "counters": dict(a.get("counters") or {}),
-                 "regions": {k: dict(v) for k, v in (a.get("regions") or {}).items()}}
-                for a in pred_cps.get(cp.label, [])]
-        cps.append({"label": cp.label, "t": round((cp.time_ns - t0) / 1e9, 3),
+        alts = _entry_alternatives(pred_cps.get(cp.label, []), cp, verdict.chosen_alternative)
+        cps.append({"label": cp.label, "t": round(max(0, cp.time_ns - t0) / 1e9, 3),
                     "observed": _observed_entry(cp), "predicted": alts})
     entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
                              "verdict": verdict.status, "explanation": verdict.explanation,

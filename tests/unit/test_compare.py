@@ -92,26 +92,36 @@ def driver_output(*, collapse_errno: int = 0, complete: bool = True, alloc: int 
 
 
 def prediction(alloc_first: int = 1, none_first: int = 2) -> dict:
-    def alt(name: str, alloc: int, none: int, decisions: list | None = None) -> dict:
-        return {"name": name,
+    """A prediction in the model's JSON shape (Prediction.to_json): two schedules."""
+    def outcome(schedules: list[int], alloc: int, none: int, t: int, results: dict) -> dict:
+        return {"reasons": [f"because {schedules}"], "schedules": schedules, "time_ms": t,
                 "counters": {"thp_collapse_alloc": alloc, "pages_collapsed": 1,
-                             "full_scans": {"min": 2, "max": None},
-                             "thp_scan_exceed_none_pte": none},
-                "regions": {"a": {"AnonHugePages": 2048, "huge_pmds": 1}},
-                "huge_pmds": {"a": [0]},
-                "decisions": decisions or []}
-    decisions = [{"proc": "parent", "by": "khugepaged", "address": BASE, "result": "SUCCEED",
-                  "none_or_zero": 0, "referenced": 512},
-                 {"proc": "parent", "by": "khugepaged", "address": BASE + PMD,
-                  "result": "SUCCEED", "none_or_zero": 423, "referenced": 89}]
-    return {"checkpoints": [
-        {"label": "scanned", "alternatives": [
-            alt("contended", alloc_first, none_first - 1, decisions),
-            alt("uncontended", alloc_first, none_first, decisions)]},
-        {"label": "end", "alternatives": [
-            alt("contended", alloc_first, none_first - 1), alt("uncontended", alloc_first,
-                                                               none_first)]}],
-        "steps": {"3": "ok"}}
+                             "full_scans": 2, "thp_scan_exceed_none_pte": none},
+                "regions": {"parent": {"a": {"anon_huge_kb": 2048, "rss_kb": 2048 + 356,
+                                             "swap_kb": 0, "huge_pmds": [0]}}},
+                "results": results, "timed_out": False}
+    decisions = [
+        {"time_ms": 200, "pass": 1, "proc": "parent", "by": "khugepaged", "address": BASE,
+         "result": "SUCCEED", "none_or_zero": 0, "unmapped": 0, "shared": 0,
+         "referenced": 512, "writable": 1, "region": "a", "pmd": 0},
+        {"time_ms": 200, "pass": 1, "proc": "parent", "by": "khugepaged",
+         "address": BASE + PMD, "result": "SUCCEED", "none_or_zero": 423, "unmapped": 0,
+         "shared": 0, "referenced": 89, "writable": 1, "region": "a", "pmd": 1}]
+    return {
+        "workload": "cmp", "version": "6.12",
+        "checkpoints": [
+            {"label": "scanned", "step": 2, "outcomes": [
+                outcome([0], alloc_first, none_first - 1, 400, {"1": "ok"}),
+                outcome([1], alloc_first, none_first, 400, {"1": "ok"})]},
+            {"label": "end", "step": 4, "outcomes": [
+                outcome([0], alloc_first, none_first - 1, 500, {"1": "ok", "3": "ok"}),
+                outcome([1], alloc_first, none_first, 500, {"1": "ok", "3": "ok"})]}],
+        "schedules": [
+            {"index": 0, "choices": ["first pass lost to mmap_lock contention"],
+             "decisions": decisions},
+            {"index": 1, "choices": ["first pass scanned the process"],
+             "decisions": decisions}],
+        "assumptions": []}
 
 
 def obs(**kw: object):
@@ -131,8 +141,9 @@ def test_values() -> None:
 def test_match_picks_the_path_that_fits_everywhere() -> None:
     v = compare(prediction(), obs(), SPEC)
     assert v.status == "match", v.explanation
-    assert v.chosen_alternative == "uncontended"
-    assert "uncontended" in v.explanation
+    assert v.chosen_alternative == "schedule 1"
+    assert v.explanation == ("all 2 checkpoints fit model schedule 1 "
+                             "(first pass scanned the process)")
 
 
 def test_counter_mismatch_names_counter_checkpoint_and_amount() -> None:
@@ -157,15 +168,16 @@ def test_step_result_against_spec_and_model() -> None:
     assert v.status == "mismatch"
     step = [d for d in v.details if d["kind"] == "step"]
     assert step and step[0]["observed"] == "EINVAL" and step[0]["predicted"] == "ok"
-    assert "step 3 madvise collapse a returned EINVAL, model ok" in v.explanation
+    assert "step 3 madvise collapse a returned EINVAL, spec expects ok" in v.explanation
+    model = [d for d in v.details if d["kind"] == "step" and d["source"] == "model"]
+    assert model and model[0]["checkpoint"] == "end"
 
 
 def test_region_difference() -> None:
     p = prediction()
     for cp in p["checkpoints"]:
-        for a in cp["alternatives"]:
-            a["regions"]["a"]["AnonHugePages"] = 4096
-            a["huge_pmds"]["a"] = [0, 1]
+        for o in cp["outcomes"]:
+            o["regions"]["parent"]["a"].update(anon_huge_kb=4096, huge_pmds=[0, 1])
     v = compare(p, obs(), SPEC)
     assert v.status == "mismatch"
     assert "region a AnonHugePages is 2048 kB, model 4096 kB" in v.explanation
@@ -175,8 +187,8 @@ def test_region_difference() -> None:
 def test_pmd_detail_from_trace() -> None:
     p = prediction()
     for cp in p["checkpoints"]:
-        for a in cp["alternatives"]:
-            a["regions"]["a"]["AnonHugePages"] = 4096
+        for out in cp["outcomes"]:
+            out["regions"]["parent"]["a"]["anon_huge_kb"] = 4096
     o = obs()
     trace = parse_trace("\n".join([
         "thpwork-50 [000] ..... 1.050000: mm_khugepaged_scan_pmd: mm=P, "
@@ -196,7 +208,8 @@ def test_pmd_detail_from_trace() -> None:
                      "kernel": "EXCEED_NONE_PTE (none_or_zero=423, unmapped=0, referenced=89, "
                                "writable=1)",
                      "kernel_located_by": "pfn",
-                     "model": "SUCCEED (none_or_zero=423, referenced=89)"}]
+                     "model": "SUCCEED (none_or_zero=423, unmapped=0, shared=0, referenced=89, "
+                              "writable=1)"}]
     assert f"PMD {BASE + PMD:#x} (parent a pmd 1): kernel EXCEED_NONE_PTE" in v.explanation
 
 
@@ -208,16 +221,17 @@ def test_incomplete_run_is_error() -> None:
 def test_bad_prediction_is_error() -> None:
     assert compare({"nothing": 1}, obs(), SPEC).status == "error"
     bad = prediction()
-    bad["checkpoints"][0]["alternatives"][0]["counters"]["full_scans"] = "lots"
-    bad["checkpoints"][0]["alternatives"][1]["counters"]["full_scans"] = "lots"
+    for o in bad["checkpoints"][0]["outcomes"]:
+        o["counters"]["full_scans"] = "lots"
     assert compare(bad, obs(), SPEC).status == "error"
+    assert compare({"checkpoints": [{"label": "x"}]}, obs(), SPEC).status == "error"
 
 
 def test_missing_checkpoint_and_counter() -> None:
     p = prediction()
-    p["checkpoints"].append({"label": "never", "alternatives": [
-        {"name": "uncontended", "counters": {}, "regions": {}}]})
-    p["checkpoints"][0]["alternatives"][1]["counters"]["thp_no_such_counter"] = 0
+    p["checkpoints"].append({"label": "never", "step": 9, "outcomes": [
+        {"schedules": [1], "counters": {}, "regions": {}}]})
+    p["checkpoints"][0]["outcomes"][1]["counters"]["thp_no_such_counter"] = 0
     v = compare(p, obs(), SPEC)
     assert v.status == "mismatch"
     kinds = {(d["kind"], d["name"]) for d in v.details}
@@ -226,10 +240,17 @@ def test_missing_checkpoint_and_counter() -> None:
 
 def test_normalize_accepts_objects() -> None:
     class Pred:
-        def to_dict(self) -> dict:
+        def to_json(self) -> dict:
             return prediction()
 
-    assert normalize_prediction(Pred())["steps"] == {3: "ok"}
+    norm = normalize_prediction(Pred())
+    alt = norm["checkpoints"][1]["alternatives"][1]
+    assert alt["name"] == "schedule 1" and alt["results"] == {1: "ok", 3: "ok"}
+    assert alt["regions"] == {"a": {"AnonHugePages": 2048, "Rss": 2404, "Swap": 0}}
+    assert alt["huge_pmds"] == {"a": [0]}
+    assert len(norm["checkpoints"][0]["alternatives"][0]["decisions"]) == 2
+    assert norm["checkpoints"][1]["alternatives"][0]["decisions"] == []  # none after 400 ms
+    assert normalize_prediction(norm) == norm  # idempotent
 
 
 def test_write_and_result_entry(tmp_path: Path) -> None:
@@ -237,7 +258,7 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
     v = compare(prediction(), o, SPEC)
     write_verdict(tmp_path, prediction(), v)
     assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "match"
-    assert json.loads((tmp_path / "predicted.json").read_text())["steps"] == {"3": "ok"}
+    assert json.loads((tmp_path / "predicted.json").read_text()) == prediction()
     entry = result_entry(SPEC, o, prediction(), v, duration=3.2)
     assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
     assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
