@@ -247,6 +247,9 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
     """
     requested = kconfig.merge_fragments(fragments)
     workdir.mkdir(parents=True, exist_ok=True)
+    memo = workdir / f"final-{cache.digest(tree.identity, *(f.text() for f in fragments))}.config"
+    if memo.exists():  # same tree and fragments: olddefconfig would give the same result
+        return memo.read_text()
     merged = workdir / "thpvm-fragments.config"
     merged.write_text("".join(f.text() for f in fragments))
     make = ["make", "-C", tree.path, f"O={workdir}", "ARCH=x86_64"]
@@ -263,6 +266,7 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
         raise ConfigError(
             f"{len(dropped)} requested kconfig option(s) did not survive olddefconfig "
             "(probably due to unsatisfied dependencies):\n" + kconfig.format_dropped(dropped))
+    memo.write_text(text)
     return text
 
 

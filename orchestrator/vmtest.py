@@ -151,8 +151,8 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("image"):
         img = image.build_image()
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
-    with run.stage("boot"), session.guest(art.bzimage, img, run.dir, req.accel,
-                                          req.append) as g:
+    with session.guest(art.bzimage, img, run.dir, req.accel, req.append) as g:
+        run.durations["boot"] = round(g.boot_seconds + g.ssh_seconds, 2)
         run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
                         boot_seconds=round(g.boot_seconds, 2),
                         ssh_seconds=round(g.ssh_seconds, 2))
@@ -165,7 +165,7 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
                 with run.stage("workloads"):
                     _run_workloads(g, workloads, run)
         finally:
-            _record_counters(run, before, _snapshot(g))
+            _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
             run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
 
 
@@ -188,7 +188,11 @@ def _record_counters(run: Run, before: Any, after: Any) -> None:
         return
     delta = counters.delta(before, after)
     run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
-    counters.write_counters_json(run.dir / "counters.json", [before, after], delta)
+    deltas = {"run": delta}
+    for inv in (run.selftest or {}).get("invocations", []):
+        deltas["selftest " + " ".join(inv["argv"][1:])] = inv["counter_deltas"]
+    counters.write_counters_json(run.dir / "counters.json",
+                                 {"before": before, "after": after}, deltas)
 
 
 def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
@@ -212,13 +216,14 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
 
     assert binary is not None
     selftest.prepare_guest(g.shell, binary)
-    results = []
+    results, parsed_runs = [], []
     for inv in invocations:
         run.progress(f"selftest {inv.id}")
         outcome = _invoke(g, inv)
         log_name = f"selftest-{inv.id}.log"
         (run.dir / log_name).write_text(outcome.output)
         parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
+        parsed_runs.append(parsed)
         entry = parsed.to_invocation_json()
         entry.update(duration=round(outcome.duration, 2), log=log_name,
                      counter_deltas=counters.delta(outcome.before, outcome.after)
@@ -233,7 +238,7 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
             run.meta["crashed"] = True
             break
     run.selftest = {"invocations": results,
-                    "summary": selftest_output.summarize_json(results)}
+                    "summary": selftest_output.summarize(parsed_runs)}
 
 
 def _invoke(g: session.Guest, inv: selftest.Invocation) -> selftest.InvocationOutcome:
