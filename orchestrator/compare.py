@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import write_json
+from .errors import UserError
 from .observation import BASELINE_LABEL, Checkpoint, Observation, RegionSample
 from .spec import PMD_SIZE, WorkloadSpec
 from .trace import PmdScan
@@ -466,3 +467,37 @@ def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
     if duration is not None:
         entry["duration"] = duration
     return entry
+
+
+def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
+    """PMD-placed scan events from run_dir/trace.txt, or None when there is no trace."""
+    from .trace import locate_scans, parse_trace
+
+    path = run_dir / "trace.txt"
+    if not path.exists():
+        return None
+    trace = parse_trace(path.read_text(errors="replace"))
+    if trace.unparsed:
+        log.warning("%s: %d lines not understood", path, len(trace.unparsed))
+    if trace.lost_events:
+        log.warning("%s: the kernel lost %d trace events", path, trace.lost_events)
+    return locate_scans(trace, obs)
+
+
+def compare_run_dir(run_dir: Path, spec: WorkloadSpec, prediction: Any = None) -> Verdict:
+    """Offline comparison of one workload directory (driver.jsonl, trace.txt and, when
+    `prediction` is None, predicted.json); rewrites verdict.json and predicted.json."""
+    import json
+
+    from .workload import load_observation
+
+    obs = load_observation(run_dir, spec)
+    if prediction is None:
+        path = run_dir / "predicted.json"
+        try:
+            prediction = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read the model prediction: {e}") from e
+    verdict = compare(prediction, obs, spec, load_scans(run_dir, obs))
+    write_verdict(run_dir, prediction, verdict)
+    return verdict

@@ -25,7 +25,7 @@ from .cache import cache_dir, digest, write_json
 from .errors import BuildError, GuestError, UserError
 from .guest import GuestShell
 from .observation import Observation, parse_driver_output
-from .spec import WorkloadSpec, layout_addresses
+from .spec import SETTINGS_WRITE_ORDER, WorkloadSpec, layout_addresses
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ KNOB_PATHS: dict[str, str] = {
     "max_ptes_swap": "khugepaged/max_ptes_swap",
     "max_ptes_shared": "khugepaged/max_ptes_shared",
 }
-#: written last: `enabled` starts or stops khugepaged, after its knobs are in place
-_LAST = ("defrag", "use_zero_page", "enabled")
 
 
 # --------------------------------------------------------------------------- input
@@ -66,13 +64,11 @@ def page_runs(pages: list[int]) -> str:
 
 
 def _knob_tokens(settings: dict[str, str | int]) -> list[tuple[str, str]]:
-    order = sorted(settings, key=lambda k: (k in _LAST, _LAST.index(k) if k in _LAST else 0))
-    out = []
-    for knob in order:
-        if knob not in KNOB_PATHS:
-            raise ValueError(f"setting {knob!r} has no sysfs path known to the driver")
-        out.append((KNOB_PATHS[knob], str(settings[knob])))
-    return out
+    """(sysfs path, value) in spec.SETTINGS_WRITE_ORDER, the order the model assumes."""
+    unknown = set(settings) - set(SETTINGS_WRITE_ORDER)
+    if unknown or set(SETTINGS_WRITE_ORDER) - set(KNOB_PATHS):
+        raise ValueError(f"settings {sorted(unknown)} have no sysfs path known to the driver")
+    return [(KNOB_PATHS[k], str(settings[k])) for k in SETTINGS_WRITE_ORDER if k in settings]
 
 
 def _step_line(spec: WorkloadSpec, i: int) -> str:

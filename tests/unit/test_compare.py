@@ -269,3 +269,31 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
     jsonschema.validate(entry, wl_schema)
     err = Verdict("error", "driver failed")
     jsonschema.validate(result_entry(SPEC, o, {"bad": 1}, err), wl_schema)
+
+
+def test_compare_run_dir_offline(tmp_path: Path) -> None:
+    from orchestrator.compare import compare_run_dir
+
+    p = prediction()
+    for cp in p["checkpoints"]:
+        for out in cp["outcomes"]:
+            out["counters"]["pages_collapsed"] = 2
+    (tmp_path / "driver.jsonl").write_text(driver_output())
+    (tmp_path / "predicted.json").write_text(json.dumps(p))
+    (tmp_path / "trace.txt").write_text(
+        "khugepaged-35 [001] ..... 2.000100: mm_khugepaged_scan_pmd: mm=P, scan_pfn=0x2360, "
+        "writable=1, referenced=89, none_or_zero=423, status=exceed_none_pte, unmapped=0\n")
+    v = compare_run_dir(tmp_path, SPEC)
+    assert v.status == "mismatch"
+    assert v.details[0]["name"] == "pages_collapsed" and v.details[0]["observed"] == 1
+    assert "PMD 0x10000200000 (parent a pmd 1): kernel EXCEED_NONE_PTE" in v.explanation
+    assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "mismatch"
+
+
+def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
+    from orchestrator.compare import compare_run_dir
+    from orchestrator.errors import UserError
+
+    (tmp_path / "driver.jsonl").write_text(driver_output())
+    with pytest.raises(UserError, match="predicted.json"):
+        compare_run_dir(tmp_path, SPEC)

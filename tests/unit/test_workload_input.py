@@ -50,7 +50,7 @@ region = "b"
 pages = { random = 0 }
 [[steps]]
 op = "set"
-set = { enabled = "never", max_ptes_swap = 3 }
+set = { enabled = "never", max_ptes_swap = 3 }  # file order differs
 [[steps]]
 op = "wait_scans"
 count = 2
@@ -90,9 +90,12 @@ def test_driver_input_lines() -> None:
     lines = driver_input(spec()).splitlines()
     assert lines[0] == "thpwork 1"
     sets = [ln for ln in lines if ln.startswith("set ")]
-    assert sets[-1] == "set enabled always"  # enabled last: it starts/stops khugepaged
-    assert "set khugepaged/max_ptes_none 100" in sets
-    assert "set khugepaged/defrag 1" in sets and len(sets) == 10
+    assert sets == [  # spec.SETTINGS_WRITE_ORDER: limits, then the waking knobs, enabled last
+        "set defrag madvise", "set use_zero_page 1", "set khugepaged/defrag 1",
+        "set khugepaged/pages_to_scan 4096", "set khugepaged/max_ptes_none 100",
+        "set khugepaged/max_ptes_swap 64", "set khugepaged/max_ptes_shared 256",
+        "set khugepaged/alloc_sleep_millisecs 60000", "set khugepaged/scan_sleep_millisecs 200",
+        "set enabled always"]
     assert "region 0 0x10000000000 1024 rw" in lines
     # b: base after a (2 PMDs) + 1 PMD gap = 1 TiB + 6 MiB, start misaligned by 7 pages
     assert f"region 1 {(1 << 40) + (6 << 20) + 7 * 4096:#x} 10 r" in lines
@@ -104,7 +107,7 @@ def test_driver_input_lines() -> None:
         "step 2 parent fork",
         "step 3 child mprotect 1 rw 0-9",
         "step 4 parent munmap 1 -",
-        "step 5 parent set khugepaged/max_ptes_swap 3 enabled never",
+        "step 5 parent set khugepaged/max_ptes_swap 3 enabled never",  # in write order
         "step 6 parent wait_scans 2 1500",
         "step 7 parent sleep 250",
         "step 8 parent checkpoint",
