@@ -374,6 +374,27 @@ class _Ctx:
         return UserError(f"{self.source}: {path}: {expected}")
 
 
+def shipped_workloads() -> dict[str, Path]:
+    """The workloads shipped in orchestrator/workloads/, by file stem."""
+    from importlib import resources
+
+    root = resources.files("orchestrator").joinpath("workloads")
+    return {Path(e.name).stem: Path(str(e)) for e in root.iterdir()
+            if e.name.endswith(".toml")}
+
+
+def load_workload(ref: str) -> WorkloadSpec:
+    """Load a workload by path, or by the name of a shipped workload."""
+    path = Path(ref)
+    if path.exists() or ref.endswith(".toml") or "/" in ref:
+        return load_spec(path)
+    shipped = shipped_workloads()
+    if ref in shipped:
+        return load_spec(shipped[ref])
+    raise UserError(f"{ref}: no such workload file, and not a shipped workload "
+                    f"(expected one of: {', '.join(sorted(shipped))})")
+
+
 def load_spec(path: Path) -> WorkloadSpec:
     """Read and validate a workload spec file (UserError if unreadable or invalid)."""
     try:

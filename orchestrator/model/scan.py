@@ -184,8 +184,7 @@ def isolate_check(m: Machine, mm: Mm, row: int, is_khugepaged: bool) -> Scan:
     khugepaged and nothing referenced -> LACK_REFERENCED_PAGE (no 256 rule here).
     """
     t = mm.tables
-    t.dirty[row] = True
-    t.refresh(m.store, m.profile.shared_test, np.array([row]))
+    t.refresh(m.store, m.profile.shared_test, np.array([row]))  # after swap-in, if any
     max_none, _, max_shared = limits(m, is_khugepaged)
     if t.n_none[row] > max_none:
         m.count("thp_scan_exceed_none_pte")

@@ -1,0 +1,114 @@
+"""The shipped workloads: small, valid, and predicted as their descriptions say."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from orchestrator.model import format_prediction, predict
+from orchestrator.spec import load_workload, shipped_workloads
+
+NAMES = sorted(shipped_workloads())
+
+
+def test_at_least_ten_workloads_are_shipped() -> None:
+    assert len(NAMES) >= 10
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workload_is_small_and_predictable(name: str) -> None:
+    spec = load_workload(name)
+    assert spec.name == name
+    pmds = sum(-(-(r.pages + r.offset_pages) // 512) for r in spec.regions)
+    assert pmds <= 8
+    assert spec.settings["scan_sleep_millisecs"] == 200
+    waits = sum(s.args["count"] for s in spec.steps if s.op == "wait_scans")
+    assert waits <= 6
+    assert spec.description
+    p = predict(spec)
+    json.dumps(p.to_json())
+    assert format_prediction(p).startswith(f"workload {name}")
+    assert len(p.checkpoints) == sum(s.op in ("wait_scans", "checkpoint") for s in spec.steps)
+    for cp in p.checkpoints:
+        assert 1 <= len(cp.outcomes) <= 8
+        for o in cp.outcomes:
+            assert not o.observation.timed_out
+
+
+def facts(name: str, label: str) -> list[dict[str, Any]]:
+    """Per outcome of one checkpoint: counters plus 'proc/region' -> (AnonHugePages kB,
+    huge PMDs, Swap kB) plus the syscall results."""
+    p = predict(load_workload(name))
+    cp = next(c for c in p.checkpoints if c.label == label)
+    out = []
+    for o in cp.outcomes:
+        d: dict[str, Any] = dict(o.observation.counters)
+        for proc, region, st in o.observation.regions:
+            d[f"{proc}/{region}"] = (st.anon_huge_kb, st.huge_pmds, st.swap_kb)
+        d["results"] = dict(o.observation.results)
+        out.append(d)
+    return out
+
+
+# workload, checkpoint, facts that hold in every admissible outcome
+EXPECT: list[tuple[str, str, dict[str, Any]]] = [
+    ("full-pmd-collapse", "after-two-passes",
+     {"pages_collapsed": 1, "thp_collapse_alloc": 1, "parent/a": (2048, (0,), 0)}),
+    ("single-page-collapse", "after-two-passes", {"pages_collapsed": 1}),
+    ("max-ptes-none-exceeded", "exceeded",
+     {"pages_collapsed": 0, "thp_collapse_alloc": 0, "parent/a": (0, (), 0)}),
+    ("max-ptes-none-exceeded", "at-limit", {"pages_collapsed": 1, "parent/a": (2048, (0,), 0)}),
+    ("max-ptes-none-at-limit", "after-two-passes",
+     {"pages_collapsed": 2, "thp_scan_exceed_none_pte": 0, "parent/a": (4096, (0, 1), 0)}),
+    ("zero-page-ptes", "after-two-passes",
+     {"pages_collapsed": 1, "parent/a": (0, (), 0), "parent/b": (2048, (0,), 0)}),
+    ("swap-limit", "paged-out", {"parent/a": (0, (), 260), "parent/b": (0, (), 256)}),
+    ("swap-limit", "after-two-passes",
+     {"pages_collapsed": 1, "parent/a": (0, (), 260), "parent/b": (2048, (0,), 0)}),
+    ("shared-after-fork", "after-two-passes",
+     {"pages_collapsed": 1, "child/a": (0, (), 0), "child/b": (2048, (0,), 0),
+      "parent/a": (0, (), 0), "parent/b": (0, (), 0)}),
+    ("nohugepage-neighbour", "after-two-passes",
+     {"pages_collapsed": 1, "parent/b": (0, (), 0), "thp_scan_exceed_none_pte": 0}),
+    ("unaligned-vma", "after-two-passes",
+     {"pages_collapsed": 2, "parent/a": (4096, (1, 2), 0)}),
+    ("read-only-range", "after-two-passes",
+     {"pages_collapsed": 1, "parent/a": (2048, (1,), 0)}),
+    ("madv-collapse-ignores-limits", "after-collapse",
+     {"thp_collapse_alloc": 1, "pages_collapsed": 0, "full_scans": 0,
+      "parent/a": (2048, (0,), 0), "results": {1: "ok", 2: "ok", 3: "EINVAL"}}),
+    ("budget-time-series", "pass1", {"pages_collapsed": 6}),
+    ("thp-never", "never-1s", {"full_scans": 0, "thp_collapse_alloc": 0}),
+    ("thp-never", "collapsed", {"thp_collapse_alloc": 1, "parent/a": (2048, (0,), 0)}),
+    ("thp-never", "madvise-again-1s", {"full_scans": 0}),
+    ("dontneed-empty-table", "after-two-passes", {"pages_collapsed": 0, "thp_collapse_alloc": 0}),
+    ("dontneed-empty-table", "after-madv-collapse", {"results": {1: "ok", 2: "ok", 4: "EINVAL"}}),
+]
+
+
+@pytest.mark.parametrize(("name", "label", "expect"), EXPECT,
+                         ids=[f"{n}:{lb}" for n, lb, _ in EXPECT])
+def test_workload_prediction(name: str, label: str, expect: dict[str, Any]) -> None:
+    for f in facts(name, label):
+        for k, v in expect.items():
+            assert f[k] == v, (k, f[k], v)
+
+
+def test_budget_time_series_mid_way_checkpoint() -> None:
+    # 300 ms after MADV_HUGEPAGE: two wakeups of two collapses each, or one if the
+    # first pass was lost to lock contention
+    got = sorted({f["pages_collapsed"] for f in facts("budget-time-series", "t300ms")})
+    assert got == [2, 4]
+
+
+def test_thp_never_second_madv_hugepage_does_not_register_in_6_12() -> None:
+    # 6.12.117 registers in madvise_update_vma only when the flags change; 6.1 registers
+    # from hugepage_madvise on every call
+    f612 = predict(load_workload("thp-never"), "6.12")
+    f61 = predict(load_workload("thp-never"), "6.1")
+    cp612 = next(c for c in f612.checkpoints if c.label == "madvise-again-1s")
+    cp61 = next(c for c in f61.checkpoints if c.label == "madvise-again-1s")
+    assert {dict(o.observation.counters)["full_scans"] for o in cp612.outcomes} == {0}
+    assert min(dict(o.observation.counters)["full_scans"] for o in cp61.outcomes) >= 4
