@@ -183,3 +183,17 @@ def test_child_step_before_fork_fails_cleanly(binary: Path, tmp_path: Path) -> N
     res = _run(binary, tmp_path, text)
     assert res.returncode == 3
     assert json.loads(res.output.splitlines()[-1])["message"] == "child step before fork"
+
+
+BUILTIN = sorted((Path(__file__).parents[2] / "orchestrator" / "workloads").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])
+def test_builtin_workloads_pass_the_c_parser(binary: Path, tmp_path: Path, path: Path) -> None:
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(path)
+    res = _run(binary, tmp_path, driver_input(spec), "--check")
+    assert res.returncode == 0, res.output
+    ok = json.loads(res.output.splitlines()[-1])
+    assert ok == {"event": "input_ok", "regions": len(spec.regions), "steps": len(spec.steps)}
