@@ -148,5 +148,8 @@ def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
             time.sleep(0.005)
     code = chan.recv_exit_status()
     chan.close()
+    if code == -1:  # the channel closed without an exit status: the guest went away
+        raise GuestError(f"guest connection lost while running {cmd[:120]!r}",
+                         b"".join(out)[-2000:].decode(errors="replace"))
     return CommandResult(code, b"".join(out).decode(errors="replace"),
                          b"".join(err).decode(errors="replace"))
