@@ -270,15 +270,20 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
         return []
     from . import workload_suite
 
-    return workload_suite.select(suite.workloads, files)
+    specs = workload_suite.select(suite.workloads, files)
+    if specs:
+        workload_suite.prepare_driver()
+    return specs
 
 
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
     from . import workload_suite
 
+    remote = workload_suite.upload(g.shell)
     for spec in specs:
         run.progress(f"workload {spec.name}")
-        entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name)
+        entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
+                                       remote, run.meta["kernel_release"])
         run.workloads.append(entry)
         if entry["verdict"] != "match":
             run.failures.append(f"workload {spec.name}: {entry['verdict']}")
