@@ -281,14 +281,15 @@ class Khugepaged:
         self.m.now_ms = max(self.m.now_ms, t)
 
     def start_stop(self) -> None:
-        """start_stop_khugepaged(): called on every write to `enabled`."""
+        """start_stop_khugepaged(): called on every write to `enabled`. A new
+        thread scans as soon as it runs, and the kernel then wakes the thread if
+        the list is non-empty; both only make it runnable here: the caller
+        decides when it runs (`runnable()` / `wake_up()`)."""
         if self.m.pmd_enabled():
-            if not self.running:  # kthread_run(): the new thread scans as soon as it runs
+            if not self.running:  # kthread_run()
                 self.stop = False
                 self.gen = self._thread()
                 self.block = ("new",)
-            if self.mm_list:
-                self.wake_up()
         elif self.running:  # kthread_stop(): wake the thread and wait for it to exit
             self.stop = True
             while self.running:

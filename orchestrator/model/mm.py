@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +111,8 @@ class PageTables:
 
     def copy(self) -> PageTables:
         """Deep copy (fork)."""
-        kw = {k: (v.copy() if isinstance(v, np.ndarray) else set(v))
-              for k, v in self.__dict__.items()}
+        kw: dict[str, Any] = {k: (v.copy() if isinstance(v, np.ndarray) else set(v))
+                              for k, v in self.__dict__.items()}
         return PageTables(**kw)
 
     def refresh(self, store: PageStore, shared_rule: str, rows: np.ndarray | None = None) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 from orchestrator.model.machine import Faults
 from orchestrator.model.mm import HPAGE_PMD_NR
 from orchestrator.model.prediction import CheckpointPrediction, Outcome, Prediction, Schedule
-from orchestrator.model.profile import load_profile
+from orchestrator.model.profile import VersionProfile, load_profile
+from orchestrator.model.results import Scan
 from orchestrator.model.simulate import ASSUMPTIONS, Chooser, WorkloadRun, enumerate_runs
 from orchestrator.spec import WorkloadSpec
 
@@ -39,7 +40,8 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
                 reason = "; ".join([*why, sub] if sub else why) or "deterministic"
                 _merge(cp.outcomes, obs, reason, si, t)
         checkpoints.append(cp)
-    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r)) for i, r in enumerate(runs)]
+    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile))
+                 for i, r in enumerate(runs)]
     return Prediction(spec.name, spec.source, version, profile.version, dict(spec.settings),
                       checkpoints, schedules, list(ASSUMPTIONS))
 
@@ -55,10 +57,14 @@ def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int) -> N
     outcomes.append(Outcome(obs, [reason], [si], t))
 
 
-def _decisions(run: WorkloadRun) -> list[dict[str, Any]]:
-    """The run's decision log, each record tagged with its region and PMD index."""
+def _decisions(run: WorkloadRun, profile: VersionProfile) -> list[dict[str, Any]]:
+    """The run's decision log; each record is tagged with its region and PMD
+    index, and with the `status` of the version's mm_khugepaged_scan_pmd trace
+    event (numeric value and text), for alignment with a kernel trace."""
     out = run.m.log.records()
     for d in out:
+        d["status"] = profile.result_value(Scan[d["result"]])
+        d["status_text"] = Scan[d["result"]].value
         page = d["address"] // 4096
         for name, base in run.base.items():
             s, e = run.extent[name]
