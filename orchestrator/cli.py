@@ -73,15 +73,27 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
+    return _run_and_summarize(args, only_files=False)
+
+
+def _run_and_summarize(args: argparse.Namespace, only_files: bool) -> int:
     from . import vmtest
     from .progress import Progress, format_summary
 
     progress = Progress()
-    outcome = vmtest.run_vm_test(_vm_request(args), progress.update)
+    req = _vm_request(args)
+    if only_files:
+        req.suite = []  # nothing but the given workload specs
+    outcome = vmtest.run_vm_test(req, progress.update)
     progress.clear()
     print(format_summary(outcome.result, outcome.run_dir))
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
+
+
+def cmd_workload_run(args: argparse.Namespace) -> int:
+    args.suite, args.workload = None, args.specs
+    return _run_and_summarize(args, only_files=True)
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
@@ -161,6 +173,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_model_predict(args: argparse.Namespace) -> int:
+    from .model import format_prediction, predict
+    from .spec import load_workload
+
+    pred = predict(load_workload(args.spec), version=args.version)
+    print(json.dumps(pred.to_json(), indent=2) if args.json else format_prediction(pred))
+    return EXIT_OK
+
+
 def cmd_bisect(args: argparse.Namespace) -> int:
     from . import bisection
 
@@ -230,6 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
     vt.set_defaults(handler=cmd_vm_test)
+
+    wl = sub.add_parser("workload", help="workloads").add_subparsers(dest="sub", required=True)
+    wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
+    _guest_args(wr)
+    wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
+    wr.set_defaults(handler=cmd_workload_run)
+
+    mp = sub.add_parser("model", help="the in-repo khugepaged model")
+    msub = mp.add_subparsers(dest="model_cmd", required=True)
+    pp = msub.add_parser("predict", help="predict counters, smaps and per-PMD decisions")
+    pp.add_argument("spec", metavar="SPEC", help="workload spec file or shipped workload name")
+    pp.add_argument("--version", default="6.12",
+                    help="kernel version profile (default 6.12; unknown: nearest, with a warning)")
+    pp.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    pp.set_defaults(handler=cmd_model_predict)
 
     rp = sub.add_parser("report", help="regenerate junit.xml and report.html of a run")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a run id from 'thpvm runs')")
