@@ -428,7 +428,7 @@ static void print_counters(void)
 /* VMAs of /proc/PID/smaps overlapping [lo, hi): [start,end,rss,swap,ahp,eligible,"flags"]. */
 static void print_vmas(pid_t pid, uint64_t lo, uint64_t hi)
 {
-	char path[64], line[512], flags[128] = "";
+	char path[64], line[4096], flags[128] = "";
 	unsigned long long s = 0, e = 0, ts, te, v, f[4] = { 0 };
 	int in = 0, n = 0;
 	FILE *fp;
