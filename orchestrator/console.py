@@ -24,7 +24,8 @@ import pexpect.fdpexpect
 log = logging.getLogger(__name__)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
-TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+# a printk timestamp at the line start, or after a partial line ending in a shell prompt
+TIMESTAMP = re.compile(r"^(?:.*?[#$] )?\[\s*\d+\.\d+\]\s?")
 
 # (kind, pattern) in priority order; patterns match a cleaned line without its timestamp
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -32,7 +33,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("oops", re.compile(r"^(BUG: |Oops: |general protection fault|kernel BUG at "
                         r"|Unable to handle kernel|BUG kmalloc|Bad page (state|map))")),
     ("lockup", re.compile(r"(soft lockup - CPU#|Watchdog detected hard LOCKUP"
-                          r"|rcu: INFO: rcu_\w+ (self-)?detected stall|hung_task|blocked for more than)")),
+                          r"|rcu: INFO: rcu_\w+ (self-)?detected stall|INFO: task .+ blocked for more than)")),
     ("warning", re.compile(r"^(WARNING: CPU: \d+ PID: \d+ at |------------\[ cut here \]------------)")),
 )
 CONTEXT_LINES = 25
@@ -53,7 +54,11 @@ class ConsoleEvent:
 
 def clean_line(raw: str) -> str:
     """Strip ANSI escapes, carriage returns and the printk timestamp."""
-    return TIMESTAMP.sub("", ANSI.sub("", raw)).rstrip()
+    text = ANSI.sub("", raw)
+    m = TIMESTAMP.match(text)
+    if m:  # a kernel line, possibly after a partial line (the serial shell's prompt)
+        text = text[m.end():]
+    return text.rstrip()
 
 
 def classify_line(line: str) -> str | None:
@@ -80,17 +85,17 @@ class Classifier:
         if self._open is not None and self._remaining > 0:
             self._open.lines.append(line)
             self._remaining -= 1
-        if self.marker and self.marker in line:
-            return self._add(ConsoleEvent("ready", at, [line]))
+        if self.marker and self.marker in line and "thpvm.marker=" not in line:
+            return self._add(ConsoleEvent("ready", at, [line]))  # not the cmdline echo
         kind = classify_line(line)
         if kind is None:
             return None
         if kind == "warning" and "cut here" in line:
             self._seen_cut_here = True
             return None  # the WARNING: line that follows starts the event
-        if self._open is not None and self._remaining > 0 and kind in ("warning", "oops") \
-                and self._open.kind in ("oops", "panic"):
-            return None  # part of an event already open
+        if self._open is not None and self._remaining > 0 and self._open.kind in ("oops", "panic") \
+                and (kind in ("warning", "oops") or line.startswith("---[ end ")):
+            return None  # part of an event already open (incl. the panic trailer)
         return self._add(ConsoleEvent(kind, at, [line]))
 
     def _add(self, event: ConsoleEvent) -> ConsoleEvent:

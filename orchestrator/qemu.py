@@ -228,19 +228,21 @@ class Vm:
 
     def stop(self) -> None:
         """Orderly QMP quit, then kill the process group; close the console."""
-        if self.popen is not None and self.popen.poll() is None:
-            try:
-                self.qmp("quit", timeout=2)
-                self.popen.wait(timeout=5)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                pass
-        self._kill()
-        if self.console is not None:
-            self.console.close()
-            self.events = self.console.events
-        if self._socks is not None:
-            shutil.rmtree(self._socks, ignore_errors=True)
-            self._socks = None
+        try:
+            if self.popen is not None and self.popen.poll() is None:
+                try:
+                    self.qmp("quit", timeout=2)
+                    self.popen.wait(timeout=5)
+                except (OSError, ValueError, subprocess.TimeoutExpired):
+                    pass
+        finally:  # even if interrupted while waiting for the orderly quit
+            self._kill()
+            if self.console is not None:
+                self.console.close()
+                self.events = self.console.events
+            if self._socks is not None:
+                shutil.rmtree(self._socks, ignore_errors=True)
+                self._socks = None
 
     def _kill(self) -> None:
         if self.popen is not None:

@@ -105,7 +105,7 @@ def default_ids(matrix: list[Invocation], tree: Path, iface: Interface) -> list[
     """The invocations the tree's own runner runs (all anon-only ones if it has none)."""
     wanted = runner_args(tree, iface)
     if wanted is None:
-        return [i.id for i in matrix if not i.args or i.args[0] == "-s"]
+        return [i.id for i in matrix if not any(":" in a for a in i.args)]  # anon only
     return [i.id for i in matrix if i.args in wanted]
 
 

@@ -72,6 +72,8 @@ def parse_suite(items: list[str]) -> Suite:
         if not item:
             continue
         name, _, rest = item.partition(":")
+        if rest and name in ("all", "selftest-full"):
+            raise UserError(f"--suite {item}: {name} takes no ':' list")
         if name == "all":
             s.selftest, s.workloads = "default", "builtin"
         elif name == "selftest" and rest:

@@ -15,7 +15,7 @@ from orchestrator import console, image, session
 from orchestrator.cli import main
 from orchestrator.errors import BootError
 
-from .conftest import qemu_pids
+from qemu_procs import qemu_pids
 
 
 def test_boot_ssh_uname_and_vmstat(default_kernel, guest_image, tmp_path, no_leaked_qemu):

@@ -1,0 +1,43 @@
+"""Built-in workloads in a real guest against the model, with per-PMD tracing
+(kconfigs/debug.config), and a kernel patch that the model must catch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator.cli import main
+from orchestrator.workload_suite import builtin_specs
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = str(REPO / "kconfigs" / "debug.config")
+PATCHES = REPO / "tests" / "data" / "patches"
+
+
+def test_builtin_workloads_match_with_trace(tmp_path, no_leaked_qemu):
+    out = tmp_path / "run"
+    code = main(["vm-test", "--suite", "workloads", "--fragment", DEBUG, "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    bad = [(w["name"], w["explanation"]) for w in result["workloads"] if w["verdict"] != "match"]
+    assert code == 0 and not bad, bad
+    assert {w["name"] for w in result["workloads"]} == {s.name for s in builtin_specs()}
+    traced = 0
+    for w in result["workloads"]:
+        trace = out / "workloads" / w["name"] / "trace.txt"
+        if trace.exists() and "mm_khugepaged_scan_pmd" in trace.read_text():
+            traced += 1
+    # every workload in which khugepaged scans leaves scan events in its trace
+    assert traced >= 10
+
+
+def test_ignoring_max_ptes_none_is_a_mismatch_naming_the_pmd(tmp_path, no_leaked_qemu):
+    out = tmp_path / "run"
+    code = main(["vm-test", "--suite", "workloads:max-ptes-none-exceeded", "--fragment", DEBUG,
+                 "--patch", str(PATCHES / "ignore-max-ptes-none.patch"), "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    [w] = result["workloads"]
+    assert code == 1
+    assert w["verdict"] == "mismatch"
+    assert "pages_collapsed" in w["explanation"] or "AnonHugePages" in w["explanation"]
+    assert "PMD 0x" in w["explanation"], w["explanation"]
+    assert "SUCCEED" in w["explanation"] and "EXCEED_NONE_PTE" in w["explanation"]
