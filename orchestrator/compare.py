@@ -484,13 +484,18 @@ def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
     return locate_scans(trace, obs)
 
 
-def compare_run_dir(run_dir: Path, spec: WorkloadSpec, prediction: Any = None) -> Verdict:
-    """Offline comparison of one workload directory (driver.jsonl, trace.txt and, when
-    `prediction` is None, predicted.json); rewrites verdict.json and predicted.json."""
+def compare_run_dir(run_dir: Path, spec: WorkloadSpec | None = None,
+                    prediction: Any = None) -> Verdict:
+    """Offline comparison of one workload directory: driver.jsonl, trace.txt, and
+    spec.toml / predicted.json when `spec` / `prediction` are None. Rewrites
+    verdict.json and predicted.json."""
     import json
 
+    from .spec import load_spec
     from .workload import load_observation
 
+    if spec is None:
+        spec = load_spec(run_dir / "spec.toml")
     obs = load_observation(run_dir, spec)
     if prediction is None:
         path = run_dir / "predicted.json"

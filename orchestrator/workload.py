@@ -150,6 +150,16 @@ def upload_driver(shell: GuestShell, remote: str = DEFAULT_REMOTE) -> str:
 # --------------------------------------------------------------------------- run
 
 
+def _keep_spec(spec: WorkloadSpec, out_dir: Path) -> None:
+    """Copy the spec file into the run directory (spec.toml) for offline compare."""
+    src = Path(spec.source)
+    try:
+        if src.is_file():
+            (out_dir / "spec.toml").write_bytes(src.read_bytes())
+    except OSError as e:
+        log.warning("%s: cannot keep a copy of the spec: %s", src, e)
+
+
 def _driver_failure(obs: Observation, exit_code: int, stdout: str, stderr: str) -> GuestError:
     why = "; ".join(obs.errors) or (
         f"exit status {exit_code}" if exit_code else "output ended before the 'end' event")
@@ -160,14 +170,16 @@ def _driver_failure(obs: Observation, exit_code: int, stdout: str, stderr: str) 
 
 def run_workload(shell: GuestShell, spec: WorkloadSpec, out_dir: Path,
                  driver_remote: str = DEFAULT_REMOTE) -> Observation:
-    """Run `spec` in the guest with the uploaded driver; write driver-input.txt,
-    driver.jsonl, trace.txt (when traced) and observed.json into `out_dir`."""
+    """Run `spec` in the guest with the uploaded driver; write spec.toml,
+    driver-input.txt, driver.jsonl, trace.txt (when traced) and observed.json
+    into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     remote_dir = posixpath.dirname(driver_remote) or "/root"
     remote_in = posixpath.join(remote_dir, f"thpwork-{spec.name}.in")
     remote_trace = posixpath.join(remote_dir, f"thpwork-{spec.name}.trace")
     local_in = out_dir / "driver-input.txt"
     local_in.write_text(driver_input(spec))
+    _keep_spec(spec, out_dir)
     shell.put(local_in, remote_in, 0o644)
     budget = time_budget(spec)
     cmd = " ".join(shlex.quote(x) for x in (

@@ -21,7 +21,7 @@ from orchestrator.observation import parse_driver_output
 from orchestrator.spec import parse_spec
 from orchestrator.trace import locate_scans, parse_trace
 
-SPEC = parse_spec("""
+SPEC_TEXT = """
 format = 1
 name = "cmp"
 description = "two PMDs, one collapses"
@@ -48,7 +48,8 @@ expect = "ok"
 [[steps]]
 op = "checkpoint"
 label = "end"
-""", "cmp.toml")
+"""
+SPEC = parse_spec(SPEC_TEXT, "cmp.toml")
 
 BASE = 1 << 40
 PMD = 2 << 20
@@ -283,7 +284,8 @@ def test_compare_run_dir_offline(tmp_path: Path) -> None:
     (tmp_path / "trace.txt").write_text(
         "khugepaged-35 [001] ..... 2.000100: mm_khugepaged_scan_pmd: mm=P, scan_pfn=0x2360, "
         "writable=1, referenced=89, none_or_zero=423, status=exceed_none_pte, unmapped=0\n")
-    v = compare_run_dir(tmp_path, SPEC)
+    (tmp_path / "spec.toml").write_text(SPEC_TEXT)
+    v = compare_run_dir(tmp_path)
     assert v.status == "mismatch"
     assert v.details[0]["name"] == "pages_collapsed" and v.details[0]["observed"] == 1
     assert "PMD 0x10000200000 (parent a pmd 1): kernel EXCEED_NONE_PTE" in v.explanation

@@ -163,10 +163,20 @@ def test_run_workload_writes_run_files(tmp_path: Path) -> None:
     assert cmd.startswith("/root/thpwork --timeout ")
     assert cmd.endswith(" /root/thpwork-input-test.in")
     assert timeout > time_budget(spec())
+    assert not (tmp_path / "spec.toml").exists()  # parsed from text: no file to keep
     for name in ("driver-input.txt", "driver.jsonl", "observed.json", "trace.txt"):
         assert (tmp_path / name).exists(), name
     observed = json.loads((tmp_path / "observed.json").read_text())
     assert observed["complete"] is True
+
+
+def test_run_workload_keeps_the_spec_file(tmp_path: Path) -> None:
+    src = tmp_path / "input-test.toml"
+    src.write_text(SPEC)
+    from orchestrator.spec import load_spec
+
+    run_workload(FakeShell(_good_output()), load_spec(src), tmp_path / "out")
+    assert (tmp_path / "out" / "spec.toml").read_text() == SPEC
 
 
 def test_run_workload_driver_failure_raises_with_output(tmp_path: Path) -> None:
