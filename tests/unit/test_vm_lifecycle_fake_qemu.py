@@ -1,0 +1,311 @@
+"""qemu.Vm lifecycle against a FAKE QEMU (tests/fakes/qemu-system-x86_64, first on PATH).
+
+The fake listens on the serial and QMP unix sockets from the argv thpvm builds,
+prints boot lines and the marker from `-append`, answers QMP, and misbehaves on
+request (FAKE_QEMU_MODE=panic|hang|ignore-quit|oops-after-ready|exit-after-ready).
+The overlay (`qemu-img create`) and swap disk (`mkswap`) are made for real.
+After every test, no fake QEMU process (nor its helper child) is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import image, qemu
+from orchestrator.errors import BootError
+
+FAKES = Path(__file__).resolve().parent.parent / "fakes"
+PROFILE = qemu.MachineProfile("fake", 256, 1, "q35", "", 1, "console=ttyS0 panic=-1 loglevel=5")
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie left."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return gone(pid)
+
+
+@pytest.fixture(autouse=True)
+def fake_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FAKE_QEMU_MODE", raising=False)
+
+
+@pytest.fixture
+def req(tmp_path: Path) -> qemu.BootRequest:
+    img_dir = tmp_path / "image"
+    img_dir.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img_dir / "rootfs.qcow2"),
+                    "4M"], check=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "bzImage").write_bytes(b"not a kernel")
+    return qemu.BootRequest(kernel=tmp_path / "bzImage", image=image.Image(img_dir, "x"),
+                            run_dir=run_dir, profile=PROFILE, ready_timeout=5)
+
+
+@pytest.fixture
+def pids() -> Iterator[list[int]]:
+    """Pids a test saw; after the test every one must be gone (and is killed if not)."""
+    seen: list[int] = []
+    yield seen
+    leaked = [p for p in seen if not wait_gone(p)]
+    for p in leaked:
+        os.kill(p, 9)
+    assert not leaked, f"fake QEMU processes left behind: {leaked}"
+
+
+def clamp_waits(vm: qemu.Vm, limit: float = 0.3) -> None:
+    """Shorten the fixed QMP-quit / kill waits of Vm.stop so a wedged fake costs < 1 s."""
+    assert vm.popen is not None
+    real: Callable[..., int] = vm.popen.wait
+
+    def wait(timeout: float | None = None) -> int:
+        return real(timeout=limit if timeout is None else min(timeout, limit))
+
+    vm.popen.wait = wait  # type: ignore[method-assign]
+
+
+def test_fake_qemu_is_found_first() -> None:
+    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
+    assert "thpvm fake" in out.stdout
+
+
+def test_vm_reaches_ready_and_stops(req: qemu.BootRequest, pids: list[int]) -> None:
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        assert vm.alive()
+        assert 0 < vm.boot_seconds < 5
+        assert re.fullmatch(r"THPVM-READY-[0-9a-f]{12}", vm.marker)
+        assert 1024 < vm.port < 65536
+        assert vm.crash() is None
+        assert vm.qmp("query-status")["return"] == {"status": "running", "running": True}
+        socks = vm._socks
+        assert socks is not None and (socks / "serial.sock").exists()
+    assert not vm.alive() and vm.popen.returncode == 0  # left through QMP quit
+    assert gone(vm.popen.pid)
+    assert socks is not None and not socks.exists()
+    assert [e.kind for e in vm.events] == ["ready"]
+
+    run = req.run_dir
+    argv = json.loads((run / "qemu-argv.json").read_text())
+    assert argv[0] == "qemu-system-x86_64"
+    assert f"thpvm.marker={vm.marker}" in argv[argv.index("-append") + 1]
+    assert f"hostfwd=tcp:127.0.0.1:{vm.port}-:22" in argv[argv.index("-netdev") + 1]
+    serial = (run / "serial.log").read_bytes().decode()
+    assert f"{vm.marker}\r\n" in serial and "Run /sbin/thpvm-init as init process" in serial
+    log = (run / "qemu.log").read_text()
+    assert "fake-qemu: serial client connected" in log and "fake-qemu: QMP quit" in log
+    # the overlay and swap disk are real and in the run directory
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(run / "rootfs-overlay.qcow2")],
+                          capture_output=True, text=True, check=True).stdout
+    assert json.loads(info)["backing-filename"] == str(req.image.qcow2)
+    assert (run / "swap.img").stat().st_size == 1 << 20
+    assert b"SWAPSPACE2" in (run / "swap.img").read_bytes()[:4096]
+
+
+def test_no_swap_disk_without_swap_in_profile(req: qemu.BootRequest, pids: list[int]) -> None:
+    req.profile = qemu.MachineProfile("fake", 256, 1, "q35", "", 0, "console=ttyS0")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+    argv = json.loads((req.run_dir / "qemu-argv.json").read_text())
+    assert "thpvm.swap" not in argv[argv.index("-append") + 1]
+    assert not (req.run_dir / "swap.img").exists()
+
+
+def test_panic_at_boot_raises_boot_error(req: qemu.BootRequest, pids: list[int],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "panic")
+    vm = qemu.Vm(req)
+    start = time.monotonic()
+    with pytest.raises(BootError) as info:
+        with vm:
+            pytest.fail("the with block must not run")
+    assert time.monotonic() - start < 3
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+    err = info.value
+    assert err.message.startswith("guest did not boot: panic")
+    assert str(req.run_dir / "serial.log") in err.message
+    assert err.detail.splitlines()[0] == (
+        "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)")
+    assert err.exit_code == 125
+    assert gone(vm.popen.pid)
+
+
+def test_hang_raises_boot_error_after_ready_timeout(req: qemu.BootRequest, pids: list[int],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "hang")
+    req.ready_timeout = 0.5
+    vm = qemu.Vm(req)
+    start = time.monotonic()
+    with pytest.raises(BootError, match="no readiness marker within"):
+        vm.start()
+    elapsed = time.monotonic() - start
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+    assert 0.5 <= elapsed < 2.5
+    assert gone(vm.popen.pid)
+    assert (req.run_dir / "serial.log").read_text() == ""
+
+
+def test_ignore_quit_is_killed(req: qemu.BootRequest, pids: list[int],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "ignore-quit")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        clamp_waits(vm)
+    helper = re.search(r"helper pid (\d+)", (req.run_dir / "qemu.log").read_text())
+    assert helper
+    pids.append(int(helper.group(1)))
+    assert "QMP quit ignored" in (req.run_dir / "qemu.log").read_text()
+    assert vm.popen.returncode == -9  # SIGTERM ignored: SIGKILL
+    assert gone(vm.popen.pid)
+    assert wait_gone(int(helper.group(1)))  # the whole process group
+
+
+def test_exception_in_with_block_still_kills(req: qemu.BootRequest, pids: list[int],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "ignore-quit")
+    with pytest.raises(RuntimeError, match="test body failed"):
+        with qemu.Vm(req) as vm:
+            assert vm.popen is not None
+            pids.append(vm.popen.pid)
+            clamp_waits(vm)
+            raise RuntimeError("test body failed")
+    assert gone(pids[0])
+
+
+def test_keyboard_interrupt_in_with_block_still_kills(req: qemu.BootRequest,
+                                                      pids: list[int]) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with qemu.Vm(req) as vm:
+            assert vm.popen is not None
+            pids.append(vm.popen.pid)
+            raise KeyboardInterrupt
+    assert gone(pids[0])
+
+
+def test_crash_after_ready_is_reported(req: qemu.BootRequest, pids: list[int],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "oops-after-ready")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        assert vm.console is not None
+        ev = vm.console.wait_for(("oops",), timeout=3)
+        assert ev is not None and ev.kind == "oops"
+        crash = vm.crash()
+        assert crash is not None and crash.kind == "oops"
+        assert vm.alive()  # QEMU itself still runs
+        time.sleep(0.2)  # the rest of the report
+    assert [e.kind for e in vm.events] == ["ready", "oops", "panic"]
+    # (the head line "BUG: unable to handle page fault" is glued to the shell prompt
+    # "# " on the console, see test_console.test_kernel_line_after_prompt_is_classified)
+    assert "RIP: 0010:hpage_collapse_scan_pmd+0x1a2/0x5c0" in vm.events[1].lines
+    assert vm.popen.returncode == 0
+
+
+def test_qemu_exit_after_ready_is_an_exited_crash(req: qemu.BootRequest, pids: list[int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "exit-after-ready")
+    monkeypatch.setenv("FAKE_QEMU_EXIT", "3")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        vm.popen.wait(timeout=3)
+        crash = vm.crash()
+        assert crash is not None and crash.kind == "exited"
+        assert crash.lines == ["QEMU exited with status 3"]
+        assert not vm.alive()
+
+
+def test_interrupt_during_stop_still_kills(req: qemu.BootRequest,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "ignore-quit")
+    vm = qemu.Vm(req)
+    vm.start()
+    assert vm.popen is not None
+    pid = vm.popen.pid
+    real = vm.popen.wait
+    interrupted: list[float | None] = []
+
+    def wait(timeout: float | None = None) -> int:
+        if not interrupted:  # the first wait is the one after QMP quit
+            interrupted.append(timeout)
+            raise KeyboardInterrupt  # what the SIGINT/SIGTERM handler raises
+        return real(timeout=min(timeout or 0.3, 0.3))
+
+    vm.popen.wait = wait  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vm.stop()
+        assert interrupted == [5]
+        alive = not wait_gone(pid, timeout=0.5)
+    finally:
+        if vm.popen.poll() is None:
+            os.killpg(pid, 9)
+            real(timeout=2)
+        if vm.console is not None:
+            vm.console.close()
+    assert not alive
+
+
+def test_stop_is_idempotent(req: qemu.BootRequest, pids: list[int]) -> None:
+    vm = qemu.Vm(req)
+    vm.start()
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+    vm.stop()
+    vm.stop()
+    assert gone(vm.popen.pid)
+
+
+def test_qemu_failing_to_start_is_retried_then_boot_error(
+        req: qemu.BootRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QEMU that dies before opening its serial socket (e.g. port taken) is retried."""
+    bad = tmp_path / "bin"
+    bad.mkdir()
+    script = bad / "qemu-system-x86_64"
+    script.write_text("#!/bin/sh\necho \"qemu-system-x86_64: could not set up host forwarding"
+                      " rule 'tcp:127.0.0.1:1-:22'\"\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bad}{os.pathsep}{os.environ['PATH']}")
+    calls: list[float] = []
+    real_connect = qemu.ConsoleMonitor.connect
+
+    def quick_connect(self: qemu.ConsoleMonitor, timeout: float = 10.0) -> None:
+        calls.append(timeout)
+        real_connect(self, timeout=0.2)  # the real 10 s wait, shortened
+
+    monkeypatch.setattr(qemu.ConsoleMonitor, "connect", quick_connect)
+    with pytest.raises(BootError, match="QEMU failed to start 5 times") as info:
+        qemu.Vm(req).start()
+    assert len(calls) == 5
+    assert "could not set up host forwarding" in info.value.detail
+    assert len(json.loads((req.run_dir / "qemu-argv.json").read_text())) > 10
