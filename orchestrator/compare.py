@@ -330,6 +330,39 @@ def pmd_details(diff: Mapping[str, Any], alt: Mapping[str, Any], obs: Observatio
     return out
 
 
+def _last_decisions(alt: Mapping[str, Any]) -> dict[tuple[str, str, int], Mapping[str, Any]]:
+    """(proc, region, pmd) -> the model's last decision for it before this checkpoint."""
+    out: dict[tuple[str, str, int], Mapping[str, Any]] = {}
+    for d in alt.get("decisions") or []:
+        if isinstance(d.get("region"), str) and isinstance(d.get("pmd"), int):
+            out[(str(d.get("proc")), d["region"], d["pmd"])] = d
+    return out
+
+
+def state_details(diff: Mapping[str, Any], alt: Mapping[str, Any],
+                  cp: Checkpoint) -> list[dict[str, Any]]:
+    """Without a trace: PMDs that are PMD-mapped in the kernel but not in the model
+    (or the reverse), with the model's last decision for each."""
+    regions = observed_regions(cp)
+    last = _last_decisions(alt)
+    out = []
+    for key, predicted in sorted((alt.get("huge_pmds") or {}).items()):
+        if diff.get("region") not in (None, key) or key not in regions:
+            continue
+        sample = regions[key]
+        proc, _, name = key.rpartition(":")
+        proc = proc or "parent"
+        for k in sorted(set(sample.huge_pmds) ^ set(predicted)):
+            d = last.get((proc, name, k))
+            out.append({"address": f"{sample.pmd_address(k):#x}", "region": name, "pmd": k,
+                        "proc": proc,
+                        "kernel": "PMD-mapped THP" if k in sample.huge_pmds else "not PMD-mapped",
+                        "kernel_located_by": "pagemap",
+                        "model": (_reasoning(d) if d else "no scan decision") + (
+                            ", PMD-mapped THP" if k in predicted else ", not PMD-mapped")})
+    return out
+
+
 # --------------------------------------------------------------------------- verdict
 
 
@@ -356,10 +389,16 @@ def _pmd_text(pmds: list[dict[str, Any]], limit: int = 4) -> str:
     return "; ".join(parts) + more
 
 
-def _alt_at(pred: Mapping[str, Any], label: str, path: str) -> Mapping[str, Any]:
-    for cp in pred["checkpoints"]:
-        if cp["label"] == label:
-            return next((a for a in cp["alternatives"] if a.get("name") == path), {})
+def _alt_at(pred: Mapping[str, Any], obs: Observation, label: str,
+            path: str) -> Mapping[str, Any]:
+    """The path's outcome at checkpoint `label` closest to the observation."""
+    cp = obs.checkpoint(label)
+    for cp_pred in pred["checkpoints"]:
+        if cp_pred["label"] == label:
+            alts = [a for a in cp_pred["alternatives"] if a.get("name") == path]
+            if alts and cp is not None:
+                return min(alts, key=lambda a: len(_diff_values(a, cp)))
+            return alts[0] if alts else {}
     return {}
 
 
@@ -376,12 +415,17 @@ def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
     first = diffs[0]
     text = _describe(first)
     if len(diffs) > 1:
-        text += f" (+{len(diffs) - 1} more: " + "; ".join(_describe(d) for d in diffs[1:4])
-        text += ", ..." * (len(diffs) > 4) + ")"
+        more = [_describe({**d, "checkpoint": None} if d.get("checkpoint") == first.get(
+            "checkpoint") else d) for d in diffs[1:4]]
+        text += f" (+{len(diffs) - 1} more: " + "; ".join(more) + ", ..." * (len(diffs) > 4) + ")"
     if path:
         text += f" [closest: model {path}{_choices_text(pred, path)}]"
-    if scans is not None and first.get("checkpoint"):
-        pmds = pmd_details(first, _alt_at(pred, first["checkpoint"], path), obs, scans)
+    label = first.get("checkpoint")
+    cp = obs.checkpoint(label) if isinstance(label, str) else None
+    if cp is not None:
+        alt = _alt_at(pred, obs, cp.label, path)
+        pmds = pmd_details(first, alt, obs, scans) if scans is not None else []
+        pmds = pmds or state_details(first, alt, cp)
         if pmds:
             first["pmds"] = pmds
             text += ". " + _pmd_text(pmds)

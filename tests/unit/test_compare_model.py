@@ -115,3 +115,30 @@ def test_child_regions_are_keyed_child() -> None:
     mine = next(o for o in pred["checkpoints"][-1]["outcomes"] if 0 in o["schedules"])
     b = cp.procs["child"]["b"]
     assert b.anon_huge_kb == mine["regions"]["child"]["b"]["anon_huge_kb"]
+
+
+def test_seeded_bug_is_explained_per_pmd_without_trace() -> None:
+    """The recorded max-ptes-none-exceeded run, edited as a kernel that ignores
+    max_ptes_none would have it: the PMD collapses in the first checkpoint."""
+    d = Path(__file__).parents[2] / "tests" / "data" / "workloads" / "6.12.117-tcg"
+    spec = load_spec(Path(__file__).parents[2] / "orchestrator" / "workloads" /
+                     "max-ptes-none-exceeded.toml")
+    events = [json.loads(ln) for ln in
+              (d / spec.name / "driver.jsonl").read_text().splitlines()]
+    cp = next(e for e in events if e["event"] == "checkpoint" and e["step"] == 2)
+    base = next(e for e in events if e["event"] == "checkpoint" and e["step"] == -1)
+    for name in ("pages_collapsed", "thp_collapse_alloc"):
+        cp["counters"][name] = base["counters"][name] + 1
+    cp["counters"]["thp_scan_exceed_none_pte"] = base["counters"]["thp_scan_exceed_none_pte"]
+    region = cp["procs"][0]["regions"][0]
+    region["huge_pmds"] = [0]
+    region["vmas"][0][2] = region["vmas"][0][4] = 2048
+    obs = parse_driver_output("\n".join(json.dumps(e) for e in events), spec)
+    v = compare(predict(spec), obs, spec)
+    assert v.status == "mismatch"
+    assert v.details[0]["checkpoint"] == "exceeded"
+    pmd = v.details[0]["pmds"][0]
+    assert pmd["kernel"] == "PMD-mapped THP" and pmd["pmd"] == 0
+    assert pmd["model"].startswith("EXCEED_NONE_PTE (none_or_zero=257")
+    assert "PMD 0x10000000000 (parent a pmd 0): kernel PMD-mapped THP, model EXCEED_NONE_PTE" \
+        in v.explanation
