@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import EXIT_ABORT, EXIT_OK, ThpvmError, exit_code_for
+from .errors import (EXIT_ABORT, EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, ThpvmError,
+                     exit_code_for)
 
 log = logging.getLogger("thpvm")
 
@@ -94,6 +95,21 @@ def _run_and_summarize(args: argparse.Namespace, only_files: bool) -> int:
 def cmd_workload_run(args: argparse.Namespace) -> int:
     args.suite, args.workload = None, args.specs
     return _run_and_summarize(args, only_files=True)
+
+
+def cmd_workload_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_run_dir
+    from .spec import load_spec
+
+    spec = load_spec(args.dir / "spec.toml")
+    pred = None
+    if args.repredict:
+        from .model import predict
+
+        pred = predict(spec, version=args.version)
+    v = compare_run_dir(args.dir, spec, pred)
+    print(f"{spec.name}: {v.status}: {v.explanation}")
+    return {"match": EXIT_OK, "mismatch": EXIT_TEST_FAILED}.get(v.status, EXIT_COULD_NOT_TEST)
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
@@ -257,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
     wr.set_defaults(handler=cmd_workload_run)
+
+    wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")
+    wc.add_argument("dir", type=Path, metavar="DIR", help="workload directory (driver.jsonl, spec.toml)")
+    wc.add_argument("--repredict", action="store_true", help="predict again instead of predicted.json")
+    wc.add_argument("--version", default="6.12", help="model profile for --repredict")
+    wc.set_defaults(handler=cmd_workload_compare)
 
     mp = sub.add_parser("model", help="the in-repo khugepaged model")
     msub = mp.add_subparsers(dest="model_cmd", required=True)

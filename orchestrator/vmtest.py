@@ -284,8 +284,13 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
     remote = workload_suite.upload(g.shell)
     for spec in specs:
         run.progress(f"workload {spec.name}")
-        entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
-                                       remote, run.meta["kernel_release"])
+        try:
+            entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
+                                           remote, run.meta["kernel_release"])
+        except GuestError as e:
+            if _kernel_crash(g) is None and not g.vm.alive():
+                raise  # guest gone without a kernel crash: infrastructure
+            entry = workload_suite.error_entry(spec, f"{e.message}\n{e.detail}".strip())
         run.workloads.append(entry)
         if entry["verdict"] != "match":
             run.failures.append(f"workload {spec.name}: {entry['verdict']}")

@@ -70,3 +70,9 @@ def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote:
     log.info("workload %s: %s", spec.name, verdict.status)
     return compare.result_entry(spec, obs, prediction, verdict,
                                 round(time.monotonic() - start, 2))
+
+
+def error_entry(spec: WorkloadSpec, why: str) -> dict[str, Any]:
+    """The result.json entry of a workload whose driver failed in a live guest."""
+    return {"name": spec.name, "description": spec.description, "verdict": "error",
+            "explanation": why[:4000], "chosen_alternative": None, "checkpoints": []}
