@@ -304,8 +304,11 @@ def test_qemu_failing_to_start_is_retried_then_boot_error(
         real_connect(self, timeout=0.2)  # the real 10 s wait, shortened
 
     monkeypatch.setattr(qemu.ConsoleMonitor, "connect", quick_connect)
+    vm = qemu.Vm(req)
     with pytest.raises(BootError, match="QEMU failed to start 5 times") as info:
-        qemu.Vm(req).start()
+        with vm:
+            pytest.fail("the with block must not run")
+    assert vm._socks is None  # the socket directory is removed
     assert len(calls) == 5
     assert "could not set up host forwarding" in info.value.detail
     assert len(json.loads((req.run_dir / "qemu-argv.json").read_text())) > 10
