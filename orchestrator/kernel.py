@@ -247,7 +247,8 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
     """
     requested = kconfig.merge_fragments(fragments)
     workdir.mkdir(parents=True, exist_ok=True)
-    memo = workdir / f"final-{cache.digest(tree.identity, *(f.text() for f in fragments))}.config"
+    key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))
+    memo = workdir / f"final-{key}.config"
     if memo.exists():  # same tree and fragments: olddefconfig would give the same result
         return memo.read_text()
     merged = workdir / "thpvm-fragments.config"
@@ -279,10 +280,10 @@ def compiler_version() -> str:
 
 def build_kernel(req: KernelRequest, progress: Progress | None = None) -> KernelArtifacts:
     """Build (or fetch from the cache) a kernel for `req`."""
+    fragments = load_fragments(req.fragments, req.configs)  # bad input fails before any work
     tree = resolve_tree(req.tree, req.rev)
     if req.patches:
         tree = apply_patches(tree, req.patches)
-    fragments = load_fragments(req.fragments, req.configs)
     slot_dir = cache.cache_dir("build", tree.slot)
     with _locked(slot_dir / "lock"):
         log_path = slot_dir / "config.log"

@@ -43,6 +43,7 @@ class MachineProfile:
     firmware: str
     swap_mb: int
     cmdline: str
+    tcg_cpu: str = ""
 
 
 def load_profile(name: str = "default") -> MachineProfile:
@@ -52,7 +53,8 @@ def load_profile(name: str = "default") -> MachineProfile:
         data = tomllib.loads(path.read_text())
         return MachineProfile(str(data["name"]), int(data["memory_mb"]), int(data["cpus"]),
                               str(data["machine"]), str(data.get("firmware", "")),
-                              int(data.get("swap_mb", 0)), str(data.get("cmdline", "")))
+                              int(data.get("swap_mb", 0)), str(data.get("cmdline", "")),
+                              str(data.get("tcg_cpu", "")))
     except OSError as e:
         raise UserError(f"machine profile {path}: {e.strerror}") from e
     except (KeyError, ValueError, tomllib.TOMLDecodeError) as e:
@@ -97,7 +99,7 @@ def build_argv(req: BootRequest, disks: dict[str, Path], port: int, socks: Path,
         f"thpvm.marker={marker}", "thpvm.swap=/dev/vdb" if "swap" in disks else "",
         req.append]))
     accel = ["-accel", "kvm", "-cpu", "host"] if req.accel == "kvm" else \
-        ["-accel", "tcg,thread=multi"]
+        ["-accel", "tcg,thread=multi", *(["-cpu", p.tcg_cpu] if p.tcg_cpu else [])]
     argv = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
             "-no-reboot", "-machine", p.machine, *accel, "-m", str(p.memory_mb),
             "-smp", str(p.cpus), *_firmware(p.firmware), "-kernel", str(req.kernel),

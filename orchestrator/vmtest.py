@@ -109,6 +109,7 @@ class Run:
         self.selftest: dict[str, Any] | None = None
         self.workloads: list[dict[str, Any]] = []
         self.counters: dict[str, Any] = {"before": {}, "after": {}, "delta": {}}
+        self.series: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.failures: list[str] = []
 
@@ -161,7 +162,7 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
         before = _snapshot(g)
         try:
             if invocations:
-                with run.stage("selftest"):
+                with run.stage("selftest"), _sampling(g, run, "selftest"):
                     _run_selftest(g, st_bin, invocations, run)
             if workloads and not run.meta.get("crashed"):
                 with run.stage("workloads"):
@@ -169,6 +170,24 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
         finally:
             _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
             run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
+
+
+@contextmanager
+def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
+    """A 250 ms counter time series in the guest while the block runs (not during
+    workloads: their checkpoints are their time series, and the sampler's processes
+    would perturb the timing the model reasons about)."""
+    from . import counters
+
+    sampler = counters.start_sampler(g.shell)
+    try:
+        yield
+    finally:
+        if _kernel_crash(g) is None and g.vm.alive():
+            try:
+                run.series[label] = counters.stop_sampler(g.shell, sampler)
+            except (GuestError, counters.CounterFormatError) as e:
+                log.warning("counter time series lost: %s", e.message)
 
 
 def _snapshot(g: session.Guest) -> Any:
@@ -194,7 +213,7 @@ def _record_counters(run: Run, before: Any, after: Any) -> None:
     for inv in (run.selftest or {}).get("invocations", []):
         deltas["selftest " + " ".join(inv["argv"][1:])] = inv["counter_deltas"]
     counters.write_counters_json(run.dir / "counters.json",
-                                 {"before": before, "after": after}, deltas)
+                                 {"before": before, "after": after}, deltas, run.series)
 
 
 def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite

@@ -159,11 +159,7 @@ def test_compiler_change_misses_the_cache(fake: Path, tmp_path: Path,
     assert second.metadata["compiler"] == "gcc (Debian 13.1.0) 13.1.0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: kernel.make_config memoises the olddefconfig result by tree identity + fragments "
-    "only (final-<digest>.config); a compiler change reuses the old compiler's .config "
-    "(CONFIG_CC_VERSION_TEXT, CC_HAS_*, cc-option dependent symbols) without re-running "
-    "olddefconfig or the survival check, while the artifact key does change"))
+# regression: the memoised olddefconfig result is keyed by the compiler too
 def test_compiler_change_reruns_olddefconfig(fake: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gcc(tmp_path, monkeypatch, "12.2.0")

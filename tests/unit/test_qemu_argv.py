@@ -129,8 +129,10 @@ def test_free_port_is_bindable() -> None:
 
 def test_load_shipped_default_profile() -> None:
     p = qemu.load_profile()
-    assert p == qemu.MachineProfile("default", 2048, 2, "q35", "qboot.rom", 512,
-                                    "console=ttyS0 panic=-1 loglevel=5")
+    assert p == qemu.MachineProfile(
+        "default", 2048, 2, "q35", "qboot.rom", 512,
+        "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on i8042.noaux=1 i8042.nokbd=1",
+        "max")
 
 
 def test_load_profile_by_path_with_defaults(tmp_path: Path) -> None:
