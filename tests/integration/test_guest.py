@@ -98,3 +98,22 @@ def test_two_boots_in_parallel(default_kernel, guest_image, tmp_path, no_leaked_
     assert results[0].split("@")[1] != results[1].split("@")[1]
 
 
+
+
+def test_interactive_shell_in_a_pty(default_kernel, guest_image, tmp_path, no_leaked_qemu):
+    import pexpect
+
+    thpvm = Path(sys.executable).with_name("thpvm")
+    child = pexpect.spawn(str(thpvm), ["shell", "--accel", "tcg", "--out", str(tmp_path / "run")],
+                          encoding="utf-8", timeout=90)
+    try:
+        child.expect(r"booted .* in [\d.]+ s")
+        child.expect(r"[#$] ")
+        child.sendline("echo thpvm-$((6*7)); uname -r")
+        child.expect("thpvm-42")
+        child.expect(default_kernel.release)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from orchestrator.cli import main
@@ -40,4 +41,7 @@ def test_ignoring_max_ptes_none_is_a_mismatch_naming_the_pmd(tmp_path, no_leaked
     assert w["verdict"] == "mismatch"
     assert "pages_collapsed" in w["explanation"] or "AnonHugePages" in w["explanation"]
     assert "PMD 0x" in w["explanation"], w["explanation"]
-    assert "SUCCEED" in w["explanation"] and "EXCEED_NONE_PTE" in w["explanation"]
+    # the kernel collapsed PMD 0 (scan status SUCCEED, then PMD_MAPPED on later passes)
+    # where the model's decision is EXCEED_NONE_PTE
+    assert re.search(r"kernel (SUCCEED|PMD_MAPPED)", w["explanation"]), w["explanation"]
+    assert "model EXCEED_NONE_PTE" in w["explanation"]
