@@ -166,7 +166,7 @@ def _install_keys(root: Path, work: Path) -> None:
 
 def _make_disk(recipe: Recipe, root: Path, work: Path) -> None:
     raw = work / "rootfs.raw"
-    proc.run(["mkfs.ext4", "-q", "-F", "-L", "thpvm-root", "-d", root, raw,
+    proc.run([sbin_tool("mkfs.ext4"), "-q", "-F", "-L", "thpvm-root", "-d", root, raw,
               f"{recipe.size_mb}M"], error=ImageError)
     qcow2 = work / "rootfs.qcow2"
     proc.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], error=ImageError)
@@ -197,5 +197,11 @@ def make_swap(run_dir: Path, size_mb: int) -> Path:
     swap = run_dir / "swap.img"
     with open(swap, "wb") as fh:
         fh.truncate(size_mb << 20)
-    proc.run(["mkswap", "-q", swap], error=ImageError)
+    proc.run([sbin_tool("mkswap"), "-q", swap], error=ImageError)
     return swap
+
+
+def sbin_tool(name: str) -> str:
+    """A tool from /usr/sbin or /sbin, which a non-root user's PATH may lack."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    return found or name
