@@ -67,8 +67,9 @@ def git(repo: Path, *args: str) -> str:
     return proc.run(["git", "-C", str(repo), *args], env=ENV).output.strip()
 
 
-def commit_all(repo: Path, message: str) -> None:
-    git(repo, "add", "-A")
+def commit_all(repo: Path, message: str, force: bool = False) -> None:
+    # force: Debian's linux-source .gitignore ignores everything at the top level
+    git(repo, "add", "-A", *(["-f"] if force else []))
     git(repo, "commit", "-q", "--no-verify", "-m", message)
 
 
@@ -83,7 +84,7 @@ def make_history(src: Path, repo: Path) -> None:
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))
     git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, SUBJECTS[0])
+    commit_all(repo, SUBJECTS[0], force=True)
     append(repo / "README", "\nthpvm test history: nothing to see here.\n")
     commit_all(repo, SUBJECTS[1])
     append(repo / "mm" / "khugepaged.c", "\nint thpvm_broken_build = ;\n")
