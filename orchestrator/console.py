@@ -205,6 +205,19 @@ class ConsoleMonitor:
                     return None
                 self.lock.wait(min(left, 0.2))
 
+    def add_event(self, kind: str, lines: list[str]) -> ConsoleEvent:
+        """Record an event seen from outside the console (a hang found by probing)."""
+        with self.lock:
+            ev = ConsoleEvent(kind, time.monotonic() - self.started, lines)
+            self.classifier.events.append(ev)
+            self.lock.notify_all()
+        return ev
+
+    def idle_seconds(self) -> float:
+        """Seconds since the console last printed anything."""
+        with self.lock:
+            return time.monotonic() - self.last_output
+
     def close(self) -> None:
         """Stop reading (QEMU gone or shutting down) and wait for the thread."""
         if self._sock is not None:

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import image, qemu
+from .console import ConsoleEvent
 from .errors import GuestError, InfraError
 from .guest import SshShell
 
 log = logging.getLogger(__name__)
 
 KVM_PROBE_TIMEOUT = 30.0
+HANG_PROBE_TIMEOUT = 15.0
 
 
 @dataclass
@@ -41,6 +43,31 @@ class Guest:
             log.info("dmesg over SSH failed (%s); using the serial log", e.message)
         serial = self.vm.req.run_dir / "serial.log"
         dest.write_text(serial.read_text(errors="replace") if serial.exists() else "")
+
+
+    def diagnose_lost(self) -> ConsoleEvent | None:
+        """After a failed guest command: the kernel crash the console saw, or a `hang`
+        event if QEMU runs but the guest no longer answers a fresh SSH session."""
+        console = self.vm.console
+        if console is None:
+            return None
+        crash = console.severe()
+        if crash is not None or not self.vm.alive():
+            return crash
+        probe = SshShell("127.0.0.1", self.vm.port, self.vm.req.image.ssh_key,
+                         self.vm.req.image.host_key_pub)
+        try:
+            probe.connect(timeout=HANG_PROBE_TIMEOUT)
+            probe.run("true", timeout=HANG_PROBE_TIMEOUT)
+            return None  # the guest answers: the failure was not the kernel's
+        except GuestError:
+            serial = self.vm.req.run_dir / "serial.log"
+            tail = serial.read_text(errors="replace").splitlines()[-20:] if serial.exists() else []
+            return console.add_event("hang", [
+                f"guest unresponsive: no SSH answer within {HANG_PROBE_TIMEOUT:.0f} s, console "
+                f"silent for {console.idle_seconds():.0f} s", *tail])
+        finally:
+            probe.close()
 
 
 def _boot(req: qemu.BootRequest) -> tuple[qemu.Vm, SshShell, float]:
@@ -76,7 +103,7 @@ def guest(kernel: Path, img: image.Image, run_dir: Path, accel: str = "auto",
     try:
         yield g
     except GuestError as e:
-        crash = vm.crash()
+        crash = g.diagnose_lost()
         if crash is not None:  # say why the guest was lost
             e.message += f" (kernel {crash.kind}: {crash.lines[0][:160]})"
             e.detail = "\n".join(crash.lines)

@@ -268,9 +268,9 @@ def _invoke(g: session.Guest, inv: selftest.Invocation) -> selftest.InvocationOu
     try:
         outcome = selftest.run_invocation(g.shell, inv)
     except GuestError as e:
-        crash = _kernel_crash(g)
+        crash = g.diagnose_lost()
         if crash is None:
-            raise  # lost guest without a kernel crash: infrastructure
+            raise  # the guest answers, or QEMU died without a kernel crash: infrastructure
         args = [a.replace("{filedir}", selftest.GUEST_FILEDIR) for a in inv.args]
         return selftest.InvocationOutcome(inv, ["./khugepaged", *args], None, e.detail,
                                           time.monotonic() - start,
