@@ -138,7 +138,8 @@ def history() -> History:
 
 
 def user_state(repo: Path) -> tuple[gitrepo.RepoState, str]:
-    return gitrepo.RepoState.capture(repo), git(repo, "diff")
+    # --full-index: a background `git gc --auto` after the fixture's commits changes abbreviations
+    return gitrepo.RepoState.capture(repo), git(repo, "diff", "--full-index")
 
 
 def test_bisect_names_the_breaking_commit_and_skips_the_unbuildable_one(
