@@ -19,9 +19,15 @@ into one alternative per (checkpoint, outcome, schedule)::
          "huge_pmds": {"a" | "child:a": [k, ...]},       # PMD indices from the aligned base
          "results": {step: "ok" | "EINVAL" | ...},       # syscall results so far
          "timed_out": bool,                              # the wait_scans step timed out
-         "decisions": [{"proc", "by", "address", "result", ...}]}]}]}  # since the last checkpoint
+         "decisions": [{"proc", "by", "address", "result", ...}],  # since the last checkpoint
+         "time_ms": int,                                 # model time of the read
+         "log": [decision, ...],                         # the schedule's whole decision log
+         "cuts": [int, ...]}]}]}                         # log[:cut] came before the read
 
 Region keys: the parent's regions by name, the child's as ``child:<name>``.
+
+With a kernel trace (`scans`), each alternative must also agree with the
+kernel's per-PMD scan events: see `pmd_compare` for the exact rule.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import pmd_compare
 from .cache import write_json
 from .errors import UserError
 from .observation import BASELINE_LABEL, Checkpoint, Observation, RegionSample
+from .pmd_compare import KernelScans, ModelStreams
 from .spec import PMD_SIZE, WorkloadSpec
 from .trace import PmdScan
 
@@ -126,11 +134,16 @@ def _outcome_alternative(outcome: Mapping[str, Any], schedule: Mapping[str, Any]
     t = outcome.get("time_ms", 0)
     decisions = [d for d in schedule.get("decisions", [])
                  if t_prev < d.get("time_ms", 0) <= t or (t_prev == 0 == d.get("time_ms"))]
-    return {"name": f"schedule {schedule.get('index')}", "choices": schedule.get("choices", []),
-            "reasons": outcome.get("reasons", []), "counters": outcome.get("counters", {}),
-            "regions": regions, "huge_pmds": huge,
-            "results": {int(k): v for k, v in (outcome.get("results") or {}).items()},
-            "timed_out": bool(outcome.get("timed_out")), "decisions": decisions}
+    alt = {"name": f"schedule {schedule.get('index')}", "choices": schedule.get("choices", []),
+           "reasons": outcome.get("reasons", []), "counters": outcome.get("counters", {}),
+           "regions": regions, "huge_pmds": huge,
+           "results": {int(k): v for k, v in (outcome.get("results") or {}).items()},
+           "timed_out": bool(outcome.get("timed_out")), "decisions": decisions,
+           "time_ms": t, "log": schedule.get("decisions", [])}
+    cuts = (outcome.get("cuts") or {}).get(str(schedule.get("index")))
+    if isinstance(cuts, list):
+        alt["cuts"] = cuts
+    return alt
 
 
 def _from_model(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,10 +263,31 @@ def _paths(pred: Mapping[str, Any]) -> list[str]:
     return names
 
 
+class _PmdCheck:
+    """The per-PMD side of a comparison: the kernel's streams and each schedule's
+    decision log split into streams (cached by log identity)."""
+
+    def __init__(self, kernel: KernelScans, obs: Observation) -> None:
+        self.kernel, self.obs = kernel, obs
+        self._streams: dict[int, ModelStreams] = {}
+
+    def diffs(self, alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
+        """Stream differences of `alt` at `cp` ([] without a decision log)."""
+        log_ = alt.get("log")
+        if not isinstance(log_, list):
+            return []
+        streams = self._streams.get(id(log_))
+        if streams is None:
+            streams = self._streams[id(log_)] = pmd_compare.model_streams(log_)
+        return pmd_compare.checkpoint_diffs(alt, streams, self.kernel, self.obs, cp)
+
+
 def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str,
-                spec: WorkloadSpec | None) -> list[dict[str, Any]]:
-    """Differences along one path; at each checkpoint the path's closest outcome counts."""
+                spec: WorkloadSpec | None, pmd: _PmdCheck | None = None) -> list[dict[str, Any]]:
+    """Differences along one path; at each checkpoint the path's closest outcome
+    counts (counters, regions, results and, with a trace, per-PMD scans)."""
     diffs: list[dict[str, Any]] = []
+    seen_pmd: set[tuple[Any, ...]] = set()
     for cp_pred in pred["checkpoints"]:
         alts = [a for a in cp_pred["alternatives"] if a.get("name") == path]
         cp = obs.checkpoint(cp_pred["label"])
@@ -267,10 +301,27 @@ def _path_diffs(pred: Mapping[str, Any], obs: Observation, path: str,
             best: list[dict[str, Any]] | None = None
             for a in alts:
                 d = _diff_results(a, cp, obs, spec) + _diff_values(a, cp)
+                if pmd is not None:
+                    d += pmd.diffs(a, cp)
                 if best is None or len(d) < len(best):
                     best = d
-            diffs += best or []
+            diffs += _new_pmd_diffs(best or [], seen_pmd)
     return diffs
+
+
+def _new_pmd_diffs(diffs: list[dict[str, Any]], seen: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """`diffs` without the per-PMD differences already reported at an earlier
+    checkpoint of the path (every checkpoint compares all scans since the start,
+    so one wrong scan would otherwise be reported again at each later one)."""
+    out = []
+    for d in diffs:
+        if d["kind"] == "pmd":
+            key = (d["proc"], d["context"], d["scan"], d["observed"], d["predicted"])
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(d)
+    return out
 
 
 # --------------------------------------------------------------------------- PMD detail
@@ -377,6 +428,8 @@ def _describe(d: Mapping[str, Any]) -> str:
     if d["kind"] == "step":
         return (f"{d['name']} returned {d['observed']}, "
                 f"{'model' if d['source'] == 'model' else 'spec expects'} {d['predicted']}")
+    if d["kind"] == "pmd":
+        return pmd_compare.describe(d)
     if d["kind"] == "missing":
         return f"{where}not reported by the driver"
     return f"{where}the model has no alternative {d['name']!r} here"
@@ -422,7 +475,7 @@ def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
         text += f" [closest: model {path}{_choices_text(pred, path)}]"
     label = first.get("checkpoint")
     cp = obs.checkpoint(label) if isinstance(label, str) else None
-    if cp is not None:
+    if cp is not None and first["kind"] != "pmd":
         alt = _alt_at(pred, obs, cp.label, path)
         pmds = pmd_details(first, alt, obs, scans) if scans is not None else []
         pmds = pmds or state_details(first, alt, cp)
@@ -436,25 +489,32 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
             scans: list[PmdScan] | None = None) -> Verdict:
     """Compare the model's prediction with what the driver observed.
 
-    `scans` (from `trace.locate_scans`) adds per-PMD detail to a mismatch. Returns
-    "error" when the run did not finish or the prediction is unusable.
+    With `scans` (from `trace.locate_scans`; None when the kernel has no tracing)
+    a path matches only if, besides counters, regions and results, the kernel's
+    per-PMD scan events agree with that schedule's decision log at every
+    checkpoint (`pmd_compare`); scans also add per-PMD detail to a counter or
+    region mismatch. Returns "error" when the run did not finish or the
+    prediction is unusable.
     """
     obs = observation
     if not obs.complete or obs.errors:
         why = "; ".join(obs.errors) or "its output ended before the 'end' event"
         return Verdict("error", f"the workload driver did not finish: {why}")
+    pmd = _PmdCheck(pmd_compare.kernel_scans(scans, obs), obs) if scans is not None else None
     try:
         pred = normalize_prediction(prediction)
         expect_diffs = _diff_expectations(obs, spec)
         paths = _paths(pred) or [""]
-        results = [(p, expect_diffs + _path_diffs(pred, obs, p, spec)) for p in paths]
+        results = [(p, expect_diffs + _path_diffs(pred, obs, p, spec, pmd)) for p in paths]
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         return Verdict("error", f"unusable model prediction: {e}")
     for path, diffs in results:
         if not diffs:
             n = len(pred["checkpoints"])
-            return Verdict("match", f"all {n} checkpoints fit model {path}"
-                           f"{_choices_text(pred, path)}", [], path)
+            text = f"all {n} checkpoints fit model {path}{_choices_text(pred, path)}"
+            if pmd is not None:
+                text += "; " + pmd_compare.summary(pmd.kernel)
+            return Verdict("match", text, [], path)
     path, diffs = min(results, key=lambda r: len(r[1]))
     return _mismatch(pred, obs, path, diffs, scans)
 
@@ -514,8 +574,10 @@ def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
 
 
 def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
-    """PMD-placed scan events from run_dir/trace.txt, or None when there is no trace."""
-    from .trace import locate_scans, parse_trace
+    """PMD-placed scan events from run_dir/trace.txt, or None when there is no trace
+    or it is incomplete (the kernel lost events, or a scan_pmd line could not be
+    read): an incomplete trace cannot take part in the per-PMD comparison."""
+    from .trace import SCAN_PMD, locate_scans, parse_trace
 
     path = run_dir / "trace.txt"
     if not path.exists():
@@ -523,8 +585,10 @@ def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
     trace = parse_trace(path.read_text(errors="replace"))
     if trace.unparsed:
         log.warning("%s: %d lines not understood", path, len(trace.unparsed))
-    if trace.lost_events:
-        log.warning("%s: the kernel lost %d trace events", path, trace.lost_events)
+    if trace.lost_events or any(SCAN_PMD in line for line in trace.unparsed):
+        log.warning("%s: incomplete trace (%d events lost, %d lines not understood): "
+                    "no per-PMD comparison", path, trace.lost_events, len(trace.unparsed))
+        return None
     return locate_scans(trace, obs)
 
 

@@ -144,6 +144,7 @@ class Observation:
     trace_enabled: bool = False
     trace_saved: bool = False
     complete: bool = False
+    end_ns: int = 0  # time of the ``end`` event (0 if it had none)
     errors: list[str] = field(default_factory=list)
     unparsed: list[str] = field(default_factory=list)
 
@@ -361,6 +362,8 @@ def _apply_misc(obs: Observation, ev: dict[str, Any], kind: Any, names: _Names) 
         obs.errors.append(f"line {ev.get('line')!r}: {ev.get('message')!r}")
     elif kind == "end":
         obs.complete = True
+        t = ev.get("time_ns")
+        obs.end_ns = t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
     else:
         raise _Bad(f"unknown event {kind!r}")
 

@@ -13,9 +13,16 @@ Event bodies (6.12, include/trace/events/huge_memory.h):
 * mm_collapse_huge_page_isolate: scan_pfn, none_or_zero, referenced, writable, status
 * mm_collapse_huge_page_swapin: mm, swapped_in, referenced, ret
 
+Timestamps: tracefs prints microseconds rounded to the nearest (``ns2usecs``
+adds 500 ns before dividing), so an event printed ``T.tttttt`` happened in
+[T - 500 ns, T + 500 ns); `TraceEvent.earliest_ns` / `latest_ns` are those
+bounds, and every comparison with a driver timestamp (CLOCK_MONOTONIC, the same
+clock as the ``mono`` trace clock the driver selects) uses them.
+
 A scan_pfn of 0xffffffffffffffff (no page looked at) becomes None. The events
 carry no virtual address, so `locate_scans` places each scan_pmd event on a
-(process, region, PMD) with, in order of trust:
+(process, region, PMD) with, in order of trust (each process's beacon event is
+kept as a ``beacon`` entry, unplaced: it names the process's mm):
 
 * ``pfn``: scan_pfn found in the driver's pagemap snapshot taken before the step;
 * ``madvise``: an event of the driver's own pid (MADV_COLLAPSE) during a collapse
@@ -77,7 +84,8 @@ _INT_FIELDS = {"writable", "referenced", "none_or_zero", "unmapped", "isolated",
 @dataclass(frozen=True)
 class TraceEvent:
     """One huge_memory event. `fields` holds ints (counts, pfn) and strings
-    (mm, status: the SCAN_* name without prefix, or the raw text if unknown)."""
+    (mm, status: the SCAN_* name without prefix, or the raw text if unknown).
+    `time_ns` is the printed timestamp, `precision_ns` the unit of its last digit."""
 
     line_no: int
     task: str
@@ -86,6 +94,17 @@ class TraceEvent:
     time_ns: int
     name: str
     fields: dict[str, int | str | None]
+    precision_ns: int = 1000
+
+    @property
+    def earliest_ns(self) -> int:
+        """The earliest real time the printed (rounded) timestamp allows."""
+        return self.time_ns - self.precision_ns // 2
+
+    @property
+    def latest_ns(self) -> int:
+        """The latest real time the printed (rounded) timestamp allows (inclusive)."""
+        return self.time_ns + (self.precision_ns - 1) // 2
 
     @property
     def status(self) -> str | None:
@@ -146,10 +165,11 @@ def parse_line(line: str, line_no: int = 0) -> TraceEvent | None:
     m = _LINE_RE.match(line)
     if not m:
         return None
-    frac = m.group("frac")[:9].ljust(9, "0")
-    time_ns = int(m.group("sec")) * 1_000_000_000 + int(frac)
+    digits = m.group("frac")[:9]
+    time_ns = int(m.group("sec")) * 1_000_000_000 + int(digits.ljust(9, "0"))
     return TraceEvent(line_no, m.group("task").strip(), int(m.group("pid")), int(m.group("cpu")),
-                      time_ns, m.group("event"), parse_body(m.group("body")))
+                      time_ns, m.group("event"), parse_body(m.group("body")),
+                      10 ** (9 - len(digits)))
 
 
 def parse_trace(text: str, names: Iterable[str] = (SCAN_PMD, COLLAPSE, ISOLATE, SWAPIN)) -> Trace:
@@ -183,12 +203,12 @@ class PmdScan:
     """A scan_pmd event placed on a PMD (proc/region/pmd None when it could not be)."""
 
     event: TraceEvent
-    source: str  # "khugepaged" | "madvise"
+    source: str  # "khugepaged" | "madvise" | "beacon"
     proc: str | None
     region: str | None
     pmd: int | None
     address: int | None
-    located_by: str  # "pfn" | "madvise" | "only" | "order" | "none"
+    located_by: str  # "pfn" | "madvise" | "only" | "order" | "none" (and "beacon")
 
     @property
     def status(self) -> str | None:
@@ -261,7 +281,7 @@ def _mm_owners(trace: Trace, obs: Observation) -> dict[str, str]:
     owners: dict[str, str] = {}
     for proc, (pid, t) in obs.beacons.items():
         for ev in trace.named(SCAN_PMD):
-            if ev.pid == pid and ev.mm and ev.time_ns <= t:
+            if ev.pid == pid and ev.mm and ev.earliest_ns <= t:
                 owners.setdefault(ev.mm, proc)
                 break
     return owners
@@ -288,7 +308,8 @@ def _madvise_blocks(obs: Observation, lay: _Layout) -> list[tuple[int, int, str,
 def locate_scans(trace: Trace, obs: Observation) -> list[PmdScan]:
     """Place every scan_pmd event of the workload's processes on a PMD (see module doc).
 
-    Events of other processes (khugepaged scanning unrelated mms) are dropped.
+    Events of other processes (khugepaged scanning unrelated mms) are dropped; the
+    beacon event of each workload process is kept (source and located_by "beacon").
     """
     lay = _layout(obs)
     owners = _mm_owners(trace, obs)
@@ -299,8 +320,9 @@ def locate_scans(trace: Trace, obs: Observation) -> list[PmdScan]:
     used: dict[int, int] = {}
     for ev in trace.named(SCAN_PMD):
         if ev.pid in pid_proc:
-            if ev.time_ns <= beacon_times.get(ev.pid, -1):
-                continue  # the beacon itself
+            if ev.earliest_ns <= beacon_times.get(ev.pid, -1):
+                out.append(PmdScan(ev, "beacon", pid_proc[ev.pid], None, None, None, "beacon"))
+                continue
             out.append(_place_madvise(ev, pid_proc[ev.pid], madv, used, lay))
             continue
         proc = owners.get(ev.mm or "")
@@ -317,7 +339,7 @@ def locate_scans(trace: Trace, obs: Observation) -> list[PmdScan]:
 def _place_madvise(ev: TraceEvent, proc: str, madv: list[tuple[int, int, str, str, list[int]]],
                    used: dict[int, int], lay: _Layout) -> PmdScan:
     for i, (t0, t1, p, region, pmds) in enumerate(madv):
-        if p == proc and t0 <= ev.time_ns <= t1:
+        if p == proc and t0 <= ev.latest_ns and ev.earliest_ns <= t1:
             n = used.get(i, 0)
             used[i] = n + 1
             if n < len(pmds):

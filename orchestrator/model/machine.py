@@ -67,6 +67,7 @@ class DecisionLog:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._chunks: list[tuple[Any, ...]] = []
+        self._n = 0  # decisions so far (len() is asked at every checkpoint and full scan)
 
     def add(self, time_ms: int, pass_no: int, proc: str, by: str, rows_addr: np.ndarray,
             codes: np.ndarray, counts: Mapping[str, np.ndarray]) -> None:
@@ -74,6 +75,7 @@ class DecisionLog:
         if self.enabled and len(codes):
             self._chunks.append((time_ms, pass_no, proc, by, rows_addr.copy(), codes.copy(),
                                  {k: np.asarray(v).copy() for k, v in counts.items()}))
+            self._n += len(codes)
 
     def records(self) -> list[dict[str, Any]]:
         """All decisions as JSON-friendly dicts, in order."""
@@ -89,7 +91,7 @@ class DecisionLog:
         return out
 
     def __len__(self) -> int:
-        return sum(len(c[5]) for c in self._chunks)
+        return self._n
 
 
 @dataclass

@@ -36,9 +36,9 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
         for si, run in enumerate(runs):
             rec = run.checkpoints[ci]
             why = run.chooser.labels[:rec.n_choices]
-            for sub, obs, t in rec.seen:
+            for sub, obs, t, cuts in rec.seen:
                 reason = "; ".join([*why, sub] if sub else why) or "deterministic"
-                _merge(cp.outcomes, obs, reason, si, t)
+                _merge(cp.outcomes, obs, reason, si, t, cuts)
         checkpoints.append(cp)
     schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile))
                  for i, r in enumerate(runs)]
@@ -46,15 +46,19 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
                       checkpoints, schedules, list(ASSUMPTIONS))
 
 
-def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int) -> None:
+def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int,
+           cuts: tuple[int, ...]) -> None:
+    """Add schedule `si`'s observation to the outcome equal to it (or a new one),
+    with the decision-log positions `cuts` it was read at on that schedule."""
     for o in outcomes:
         if o.observation == obs:
             if reason not in o.reasons:
                 o.reasons.append(reason)
             if si not in o.schedules:
                 o.schedules.append(si)
+            o.cuts[si] = sorted(set(o.cuts.get(si, [])) | set(cuts))
             return
-    outcomes.append(Outcome(obs, [reason], [si], t))
+    outcomes.append(Outcome(obs, [reason], [si], t, {si: sorted(cuts)}))
 
 
 def _decisions(run: WorkloadRun, profile: VersionProfile) -> list[dict[str, Any]]:

@@ -43,16 +43,22 @@ class Observation:
 
 @dataclass
 class Outcome:
-    """One admissible observation at a checkpoint and why it can happen."""
+    """One admissible observation at a checkpoint and why it can happen.
+
+    `cuts` maps a schedule to the lengths of its decision log (`Schedule.decisions`)
+    at which this observation can be read: the decisions before the checkpoint are
+    ``decisions[:cut]``. JSON: ``"cuts": {"<schedule>": [cut, ...]}``."""
 
     observation: Observation
     reasons: list[str]
     schedules: list[int]
     time_ms: int
+    cuts: dict[int, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         return {"reasons": self.reasons, "schedules": self.schedules, "time_ms": self.time_ms,
+                "cuts": {str(k): list(v) for k, v in sorted(self.cuts.items())},
                 **self.observation.to_json()}
 
 

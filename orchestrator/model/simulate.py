@@ -98,11 +98,14 @@ class Chooser:
 
 @dataclass
 class CheckpointRecord:
-    """What one run saw at one checkpoint: (sub-label, observation, time) alternatives."""
+    """What one run saw at one checkpoint: (sub-label, observation, time, cuts)
+    alternatives. `cuts` are the decision-log lengths (number of per-PMD decisions
+    made before the checkpoint read) the observation can go with: one, or two when
+    the read may fall before or after scans that changed nothing observable."""
 
     label: str
     step: int
-    seen: list[tuple[str, Observation, int]] = field(default_factory=list)
+    seen: list[tuple[str, Observation, int, tuple[int, ...]]] = field(default_factory=list)
     n_choices: int = 0  # choices made before this checkpoint (they explain it)
 
 
@@ -141,6 +144,8 @@ class WorkloadRun:
         self.pending: Pending | None = None
         self.fs_snaps: dict[int, Observation] = {}
         self.fs_end: dict[int, Observation] = {}
+        self.fs_cut: dict[int, int] = {}  # full_scans value -> decision-log length then
+        self.fs_end_cut: dict[int, int] = {}
         self._pending_fs: list[int] = []
         self.m.on_full_scan = self._on_full_scan
         self.k.on_do_scan_end = self._on_do_scan_end
@@ -150,6 +155,7 @@ class WorkloadRun:
     def _on_full_scan(self, m: Machine) -> None:
         fs = m.counters["full_scans"]
         self.fs_snaps[fs] = self.observe()
+        self.fs_cut[fs] = len(m.log)
         self._pending_fs.append(fs)
 
     def _on_do_scan_end(self, k: Khugepaged) -> None:
@@ -157,6 +163,7 @@ class WorkloadRun:
             obs = self.observe()
             for fs in self._pending_fs:
                 self.fs_end[fs] = obs
+                self.fs_end_cut[fs] = len(self.m.log)
             self._pending_fs = []
 
     def observe(self, timed_out: bool = False) -> Observation:
@@ -330,9 +337,9 @@ class WorkloadRun:
             self._run_pending()
 
     def _record_checkpoint(self, i: int, step: Step) -> None:
-        self.checkpoints.append(CheckpointRecord(step.args["label"], i,
-                                                 [("", self.observe(), self.m.now_ms)],
-                                                 len(self.chooser.taken)))
+        self.checkpoints.append(CheckpointRecord(
+            step.args["label"], i, [("", self.observe(), self.m.now_ms, (len(self.m.log),))],
+            len(self.chooser.taken)))
 
     def _op_sleep(self, i: int, step: Step) -> None:
         if self.pending is not None:
@@ -367,17 +374,20 @@ class WorkloadRun:
             t = k.next_event_ms()
             if t is None or t > deadline:
                 k.advance_to(deadline)
-                rec.seen.append(("wait timed out", self.observe(timed_out=True), m.now_ms))
+                rec.seen.append(("wait timed out", self.observe(timed_out=True), m.now_ms,
+                                 (len(m.log),)))
                 return
             k.run_next()
-        at_inc = self.fs_snaps[target]
+        at_inc, cut_inc = self.fs_snaps[target], self.fs_cut[target]
         at_end = self.fs_end.get(target, self.observe())
-        if at_end == at_inc:
-            rec.seen.append(("", at_inc, m.now_ms))
+        cut_end = self.fs_end_cut.get(target, len(m.log))
+        if at_end == at_inc:  # the read may still fall before or after the rest's scans
+            rec.seen.append(("", at_inc, m.now_ms, tuple(sorted({cut_inc, cut_end}))))
             return
-        rec.seen.append(("checkpoint read at the full_scans increment", at_inc, m.now_ms))
+        rec.seen.append(("checkpoint read at the full_scans increment", at_inc, m.now_ms,
+                         (cut_inc,)))
         rec.seen.append(("checkpoint read after the rest of that wakeup's scan", at_end,
-                         m.now_ms))
+                         m.now_ms, (cut_end,)))
 
 
 def enumerate_runs(make: Callable[[Chooser], WorkloadRun]) -> list[WorkloadRun]:

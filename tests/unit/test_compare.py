@@ -201,7 +201,7 @@ def test_pmd_detail_from_trace() -> None:
         "writable=1, referenced=89, none_or_zero=423, status=exceed_none_pte, unmapped=0",
     ]))
     scans = locate_scans(trace, o)
-    assert [(s.pmd, s.located_by) for s in scans] == [(0, "pfn"), (1, "pfn")]
+    assert [(s.pmd, s.located_by) for s in scans] == [(None, "beacon"), (0, "pfn"), (1, "pfn")]
     v = compare(p, o, SPEC, scans)
     assert v.status == "mismatch"
     pmds = v.details[0]["pmds"]

@@ -180,6 +180,7 @@ def test_locate_scans() -> None:
     placed = locate_scans(trace, obs)
     got = [(p.source, p.proc, p.region, p.pmd, p.located_by, p.status) for p in placed]
     assert got == [
+        ("beacon", "parent", None, None, "beacon", "PMD_NONE"),
         ("khugepaged", "parent", "a", 0, "pfn", "SUCCEED"),
         ("khugepaged", "parent", "a", 1, "pfn", "EXCEED_NONE_PTE"),
         ("khugepaged", "parent", "a", 2, "order", "PMD_NONE"),
@@ -187,7 +188,7 @@ def test_locate_scans() -> None:
         ("madvise", "parent", "a", 1, "madvise", "SUCCEED"),
         ("madvise", "parent", "a", 2, "madvise", "PMD_NONE"),
     ]
-    assert placed[1].address == BASE + PMD
+    assert placed[2].address == BASE + PMD
 
 
 def test_order_chain_dropped_when_pfn_disagrees() -> None:
@@ -199,7 +200,8 @@ def test_order_chain_dropped_when_pfn_disagrees() -> None:
         scan("khugepaged", 35, "3.000200", "mmP", hex(5001), "succeeded"),  # pfn says pmd 1
     ]))
     placed = locate_scans(trace, obs)
-    assert [(p.pmd, p.located_by) for p in placed] == [(0, "pfn"), (None, "none"), (1, "pfn")]
+    assert [(p.pmd, p.located_by) for p in placed] == [
+        (None, "beacon"), (0, "pfn"), (None, "none"), (1, "pfn")]
 
 
 def test_single_candidate_without_pfn() -> None:
@@ -228,4 +230,33 @@ op = "checkpoint"
              unmapped=65),
     ]))
     placed = locate_scans(trace, obs)
-    assert [(p.pmd, p.located_by, p.status) for p in placed] == [(0, "only", "EXCEED_SWAP_PTE")]
+    assert [(p.pmd, p.located_by, p.status) for p in placed] == [
+        (None, "beacon", "PMD_NONE"), (0, "only", "EXCEED_SWAP_PTE")]
+
+
+def test_printed_time_is_rounded_to_the_microsecond() -> None:
+    """tracefs prints ns2usecs(ts), which rounds to the nearest microsecond."""
+    ev = parse_line(scan("khugepaged", 35, "8.527244", "mmP", "0x1", "pmd_none"))
+    assert ev is not None and ev.precision_ns == 1000
+    assert (ev.earliest_ns, ev.time_ns, ev.latest_ns) == (8_527_243_500, 8_527_244_000,
+                                                          8_527_244_499)
+    ns = parse_line(scan("khugepaged", 35, "8.527243925", "mmP", "0x1", "pmd_none"))
+    assert ns is not None and ns.earliest_ns == ns.latest_ns == 8_527_243_925
+
+
+def test_beacon_printed_after_the_drivers_own_timestamp() -> None:
+    """A real 6.12.117 run: the beacon event prints 8.527244 s, the driver's beacon
+    record says 8.527243925 s; the rounded time still names the mm and the beacon
+    itself is not taken for a MADV_COLLAPSE scan."""
+    out = json.loads("[" + _driver_output().replace("\n", ",") + "]")
+    for ev in out:
+        if ev["event"] == "beacon":
+            ev["time_ns"] = 1_050_000_000 - 75
+    obs = parse_driver_output("\n".join(json.dumps(e) for e in out), SPEC)
+    trace = parse_trace("\n".join([
+        scan("thpwork", 500, "1.050000", "mmP", "0xffffffffffffffff", "pmd_none"),
+        scan("khugepaged", 35, "3.000200", "mmP", "0xffffffffffffffff", "pmd_none"),
+    ]))
+    placed = locate_scans(trace, obs)
+    assert [(p.source, p.proc) for p in placed] == [("beacon", "parent"),
+                                                    ("khugepaged", "parent")]
