@@ -39,7 +39,8 @@ def bench_boot(boots: int) -> dict[str, object]:
     return {"accel": accel, "boots": boots, "qemu_version": qemu.qemu_version(),
             "ready_median_s": round(statistics.median(ready), 3),
             "ssh_after_ready_median_s": round(statistics.median(ssh), 3),
-            "boot_to_ssh_median_s": round(statistics.median(r + s for r, s in zip(ready, ssh)), 3),
+            "boot_to_ssh_median_s": round(statistics.median(
+                [r + s for r, s in zip(ready, ssh, strict=True)]), 3),
             "with_overlay_and_swap_setup_median_s": round(statistics.median(total), 3),
             "target_s": 3.0}
 

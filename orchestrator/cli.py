@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import (EXIT_ABORT, EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, ThpvmError,
-                     exit_code_for)
+from .errors import (
+    EXIT_ABORT,
+    EXIT_COULD_NOT_TEST,
+    EXIT_OK,
+    EXIT_TEST_FAILED,
+    ThpvmError,
+    exit_code_for,
+)
 
 log = logging.getLogger("thpvm")
 
@@ -30,8 +36,10 @@ if TYPE_CHECKING:
 
 
 def _tree_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tree", type=Path, help="kernel source tree (default: Debian linux-source-6.12)")
-    p.add_argument("--rev", help="git revision of --tree to build (checked out in a scratch worktree)")
+    p.add_argument("--tree", type=Path,
+                   help="kernel source tree (default: Debian linux-source-6.12)")
+    p.add_argument("--rev",
+                   help="git revision of --tree to build (checked out in a scratch worktree)")
     p.add_argument("--fragment", type=Path, action="append", default=[],
                    help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
     p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
@@ -275,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     wr.set_defaults(handler=cmd_workload_run)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")
-    wc.add_argument("dir", type=Path, metavar="DIR", help="workload directory (driver.jsonl, spec.toml)")
-    wc.add_argument("--repredict", action="store_true", help="predict again instead of predicted.json")
+    wc.add_argument("dir", type=Path, metavar="DIR",
+                    help="workload directory (driver.jsonl, spec.toml)")
+    wc.add_argument("--repredict", action="store_true",
+                    help="predict again instead of predicted.json")
     wc.add_argument("--version", default="6.12", help="model profile for --repredict")
     wc.set_defaults(handler=cmd_workload_compare)
 
@@ -290,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(handler=cmd_model_predict)
 
     rp = sub.add_parser("report", help="regenerate junit.xml and report.html of a run")
-    rp.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a run id from 'thpvm runs')")
+    rp.add_argument("run_dir", metavar="RUN_DIR",
+                    help="run directory (or a run id from 'thpvm runs')")
     rp.set_defaults(handler=cmd_report)
     rl = sub.add_parser("runs", help="list recent runs with their verdicts")
     rl.add_argument("-n", "--limit", type=int, default=20, help="show at most N runs (default 20)")

@@ -33,8 +33,10 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("oops", re.compile(r"^(BUG: |Oops: |general protection fault|kernel BUG at "
                         r"|Unable to handle kernel|BUG kmalloc|Bad page (state|map))")),
     ("lockup", re.compile(r"(soft lockup - CPU#|Watchdog detected hard LOCKUP"
-                          r"|rcu: INFO: rcu_\w+ (self-)?detected stall|INFO: task .+ blocked for more than)")),
-    ("warning", re.compile(r"^(WARNING: CPU: \d+ PID: \d+ at |------------\[ cut here \]------------)")),
+                          r"|rcu: INFO: rcu_\w+ (self-)?detected stall"
+                          r"|INFO: task .+ blocked for more than)")),
+    ("warning", re.compile(r"^(WARNING: CPU: \d+ PID: \d+ at "
+                           r"|------------\[ cut here \]------------)")),
 )
 CONTEXT_LINES = 25
 SEVERE = ("panic", "oops", "lockup", "hang", "exited")

@@ -253,7 +253,7 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
         return memo.read_text()
     merged = workdir / "thpvm-fragments.config"
     merged.write_text("".join(f.text() for f in fragments))
-    make = ["make", "-C", tree.path, f"O={workdir}", "ARCH=x86_64"]
+    make = ["make", "-C", str(tree.path), f"O={workdir}", "ARCH=x86_64"]
     proc.run([*make, "tinyconfig"], log_path=log_path, error=BuildError)
     bases = [str(tree.path / b) for b in KERNEL_BASE_FRAGMENTS if (tree.path / b).exists()]
     proc.run([str(tree.path / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(workdir),
@@ -410,7 +410,7 @@ def _collect(tree: KernelTree, key: str, gcc: str, obj: Path, build_log: Path,
     shutil.copy2(build_log, tmp / "build.log")
     shutil.copytree(obj / "usr" / "include", tmp / "headers" / "usr" / "include")
     release = (obj / "include/config/kernel.release").read_text().strip()
-    meta = {
+    meta: dict[str, object] = {
         "key": key, "tree": str(tree.path), "tree_kind": tree.kind,
         "tree_identity": tree.identity, "revision": tree.revision,
         "config_hash": cache.digest((obj / ".config").read_text()),

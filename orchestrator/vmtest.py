@@ -143,8 +143,9 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
 
 def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("build"):
-        art = kernel.build_kernel(kernel.KernelRequest(req.tree, req.rev, req.fragments,
-                                                       req.configs, req.jobs, req.patches), run.progress)
+        kreq = kernel.KernelRequest(req.tree, req.rev, req.fragments, req.configs, req.jobs,
+                                    req.patches)
+        art = kernel.build_kernel(kreq, run.progress)
         run.meta.update(tree=str(art.tree.path), tree_kind=art.tree.kind,
                         revision=art.tree.revision, kernel_release=art.release,
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
