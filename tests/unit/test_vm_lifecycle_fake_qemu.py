@@ -312,3 +312,23 @@ def test_qemu_failing_to_start_is_retried_then_boot_error(
     assert len(calls) == 5
     assert "could not set up host forwarding" in info.value.detail
     assert len(json.loads((req.run_dir / "qemu-argv.json").read_text())) > 10
+
+
+def test_unanswering_guest_is_diagnosed_as_a_hang(req: qemu.BootRequest) -> None:
+    """QEMU runs, the console shows no crash, but nothing answers SSH: a `hang` event."""
+    from orchestrator import session
+    from orchestrator.guest import SshShell
+
+    (req.image.dir / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA thpvm\n")
+    (req.image.dir / "id_ed25519").write_text("not a key\n")
+    session.HANG_PROBE_TIMEOUT, saved = 0.5, session.HANG_PROBE_TIMEOUT
+    try:
+        with qemu.Vm(req) as vm:
+            g = session.Guest(vm, SshShell("127.0.0.1", vm.port, req.image.ssh_key,
+                                           req.image.host_key_pub), "tcg", "test", 0.0, 0.0)
+            ev = g.diagnose_lost()
+            assert ev is not None and ev.kind == "hang"
+            assert "no SSH answer" in ev.lines[0]
+            assert vm.console is not None and vm.console.severe() is ev
+    finally:
+        session.HANG_PROBE_TIMEOUT = saved
