@@ -168,6 +168,70 @@ def _interactive_ssh(g: session_types.Guest, run_dir: Path) -> int:
         "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .progress import format_summary
+    from .report import regenerate, resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    result = regenerate(run_dir)
+    print(format_summary(result, run_dir))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import cache
+    from .report import format_runs, list_runs
+
+    runs = list_runs(args.root or cache.cache_dir("runs"), limit=args.limit)
+    print(json.dumps([r.to_dict() for r in runs], indent=2) if args.json else format_runs(runs))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .report import resolve_run_dir
+    from .resultfile import load_result
+    from .rundiff import diff_runs
+
+    diff = diff_runs(load_result(resolve_run_dir(args.run_a)),
+                     load_result(resolve_run_dir(args.run_b)),
+                     min_change=args.min_change, rel_tolerance=args.tolerance)
+    print(diff.to_json() if args.json else diff.format_diff())
+    return EXIT_OK
+
+
+def cmd_model_predict(args: argparse.Namespace) -> int:
+    from .model import format_prediction, predict
+    from .spec import load_workload
+
+    pred = predict(load_workload(args.spec), version=args.version)
+    print(json.dumps(pred.to_json(), indent=2) if args.json else format_prediction(pred))
+    return EXIT_OK
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from . import bisection
+
+    outcome = bisection.run_bisect(bisection.request_from_args(args))
+    print(outcome.report, end="")
+    print(f"run directory: {outcome.run_dir}")
+    return outcome.exit_code
+
+
+def cmd_bisect_step(args: argparse.Namespace) -> int:
+    from . import bisect_step
+
+    return bisect_step.step_from_args(args)  # 0/1/125/128 only
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import validate
+
+    outcome = validate.run_validate(validate.request_from_args(args))
+    print(outcome.report, end="")
+    print(f"run directory: {outcome.run_dir}")
+    return outcome.exit_code
+
+
 def _guest_args(p: argparse.ArgumentParser) -> None:
     _tree_args(p)
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
