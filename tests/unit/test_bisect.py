@@ -156,31 +156,20 @@ def test_step_outside_a_git_tree_aborts(tmp_path: Path) -> None:
     assert bisect_step.step_main(["--tree", str(tmp_path / "plain")], fake_tester(0)) == 128
 
 
-@dataclass
-class FakeVmTestRequest:
-    """The shape of vmtest.VmTestRequest (the real one is checked below when importable)."""
-
-    tree: Path | None = None
-    rev: str | None = None
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    suite: list[str] = field(default_factory=lambda: ["selftest", "workloads"])
-    out: Path | None = None
-    accel: str = "auto"
-
-
 def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default tester calls vmtest.run_vm_test with the checked-out tree and rev=None."""
     make_repo(tmp_path / "r", 1)
-    seen: list[FakeVmTestRequest] = []
+    from orchestrator.vmtest import VmTestRequest
 
-    def run_vm_test(req: FakeVmTestRequest) -> FakeOutcome:
+    seen: list[VmTestRequest] = []
+
+    def run_vm_test(req: VmTestRequest) -> FakeOutcome:
         seen.append(req)
         return outcome(0)
 
     fake = types.ModuleType("orchestrator.vmtest")
-    fake.VmTestRequest = FakeVmTestRequest  # type: ignore[attr-defined]
+    fake.VmTestRequest = VmTestRequest  # type: ignore[attr-defined]  # the real request type
     fake.run_vm_test = run_vm_test  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "orchestrator.vmtest", fake)
     monkeypatch.setattr(orchestrator, "vmtest", fake, raising=False)
