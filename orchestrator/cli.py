@@ -94,7 +94,7 @@ def _run_and_summarize(args: argparse.Namespace, only_files: bool) -> int:
     req = _vm_request(args)
     if only_files:
         req.suite = []  # nothing but the given workload specs
-    outcome = vmtest.run_vm_test(req, progress.update)
+    outcome = vmtest.run_vm_test(req, progress)
     progress.clear()
     print(format_summary(outcome.result, outcome.run_dir))
     print(f"run directory: {outcome.run_dir}")

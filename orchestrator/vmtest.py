@@ -21,13 +21,13 @@ from typing import Any
 
 from . import __version__, cache, image, kernel, qemu, selftest, session
 from .errors import EXIT_OK, EXIT_TEST_FAILED, GuestError, ThpvmError, UserError
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS = {"serial_log": "serial.log", "dmesg": "dmesg.txt", "config": "config",
              "counters": "counters.json"}
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -93,10 +93,11 @@ def parse_suite(items: list[str]) -> Suite:
 class Run:
     """The run directory and the result being assembled in it."""
 
-    def __init__(self, out: Path | None, progress: Progress | None) -> None:
+    def __init__(self, out: Path | None, display: Progress | None) -> None:
         self.dir = out if out else cache.new_run_dir("vm-test")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.progress = progress or (lambda text: None)
+        self.display = display
+        self.progress: Callable[[str], None] = display.update if display else (lambda t: None)
         self.durations: dict[str, float] = {}
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.meta: dict[str, Any] = {
@@ -115,17 +116,21 @@ class Run:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time a stage into metadata.durations."""
-        self.progress(f"{name}...")
+        """Time a stage into metadata.durations (and show it on the display)."""
         start = time.monotonic()
         try:
-            yield
+            if self.display is None:
+                yield
+            else:
+                with self.display.stage(name):
+                    yield
         finally:
             self.durations[name] = round(self.durations.get(name, 0) + time.monotonic() - start, 2)
 
 
 def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestOutcome:
-    """Run the whole job; see the module docstring for the exit-code contract."""
+    """Run the whole job; see the module docstring for the exit-code contract.
+    `progress` is a display for stage lines and a moving status line, or None."""
     suite = parse_suite(req.suite)
     run = Run(req.out, progress)
     try:
@@ -155,7 +160,12 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("image"):
         img = image.build_image()
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
+    if run.display:
+        run.display.message("[boot] booting the guest")
     with session.guest(art.bzimage, img, run.dir, req.accel, req.append) as g:
+        if run.display:
+            run.display.message(f"[boot] {g.accel} guest ready in {g.boot_seconds:.1f} s, "
+                                f"SSH in {g.ssh_seconds:.1f} s ({g.accel_reason})")
         run.durations["boot"] = round(g.boot_seconds + g.ssh_seconds, 2)
         run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
                         boot_seconds=round(g.boot_seconds, 2),
