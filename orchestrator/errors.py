@@ -70,6 +70,10 @@ class GuestError(InfraError):
     """The guest connection was lost or a guest command timed out."""
 
 
+class GuestTimeout(GuestError):
+    """A guest command did not finish within its deadline (the guest may still be fine)."""
+
+
 class TestFailure(ThpvmError):
     """Tests ran and something failed: a case, a model comparison, or a kernel crash in a test."""
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import paramiko
 
-from .errors import GuestError
+from .errors import GuestError, GuestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
             break
         if time.monotonic() > deadline:
             chan.close()
-            raise GuestError(f"guest command timed out after {timeout:.0f} s: {cmd[:120]!r}",
+            raise GuestTimeout(f"guest command timed out after {timeout:.0f} s: {cmd[:120]!r}",
                              b"".join(out)[-2000:].decode(errors="replace"))
         if not busy:
             time.sleep(0.005)

@@ -140,6 +140,10 @@ def resolve_tree(tree: Path | None, rev: str | None) -> KernelTree:
         raise UserError(f"--tree {tree}: not a Linux kernel source tree "
                         "(no Makefile or mm/khugepaged.c)")
     is_git = (path / ".git").exists()
+    if not rev and ((path / ".config").exists() or (path / "include/config").is_dir()):
+        raise UserError(f"--tree {tree} has an in-tree build (.config), so an out-of-tree "
+                        "build is impossible without dirtying it; use --rev HEAD (builds "
+                        "a scratch worktree) or run 'make mrproper' there")
     if rev:
         if not is_git:
             raise UserError(f"--rev {rev}: {tree} is not a git tree")

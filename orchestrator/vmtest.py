@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cache, image, kernel, qemu, selftest, session
-from .errors import EXIT_OK, EXIT_TEST_FAILED, GuestError, ThpvmError, UserError
+from .errors import EXIT_OK, EXIT_TEST_FAILED, GuestError, GuestTimeout, ThpvmError, UserError
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -280,12 +280,15 @@ def _invoke(g: session.Guest, inv: selftest.Invocation) -> selftest.InvocationOu
         outcome = selftest.run_invocation(g.shell, inv)
     except GuestError as e:
         crash = g.diagnose_lost()
-        if crash is None:
-            raise  # the guest answers, or QEMU died without a kernel crash: infrastructure
         args = [a.replace("{filedir}", selftest.GUEST_FILEDIR) for a in inv.args]
+        if crash is not None:
+            why = f"kernel {crash.kind}: {crash.lines[0]}"
+        elif isinstance(e, GuestTimeout):
+            why = e.message  # the guest answers but the test never finished: a failure
+        else:
+            raise  # connection lost, no kernel crash, QEMU gone: infrastructure
         return selftest.InvocationOutcome(inv, ["./khugepaged", *args], None, e.detail,
-                                          time.monotonic() - start,
-                                          error=f"kernel {crash.kind}: {crash.lines[0]}")
+                                          time.monotonic() - start, error=why)
     crash = _kernel_crash(g)
     if crash is not None:
         outcome.error = f"kernel {crash.kind}: {crash.lines[0]}"

@@ -427,3 +427,11 @@ def test_build_with_patch(fake: Path, tmp_path: Path) -> None:
     patched = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1, patches=[patch]))
     assert patched.key != plain.key and not patched.cached
     assert "+patches:" in str(patched.metadata["tree_identity"])
+
+
+def test_user_tree_with_an_in_tree_build_is_a_user_error(fake: Path) -> None:
+    """O= builds are impossible once a tree has its own .config: say so, exit 2."""
+    (fake / ".config").write_text("CONFIG_X=y\n")
+    with pytest.raises(UserError) as exc:
+        kernel.resolve_tree(fake, None)
+    assert str(fake) in exc.value.message and "--rev HEAD" in exc.value.message
