@@ -193,8 +193,9 @@ def test_the_real_pipeline_accepts_the_request() -> None:
     vmtest = pytest.importorskip("orchestrator.vmtest", exc_type=ImportError)
     req = vmtest.VmTestRequest(tree=Path("/t"), rev=None, fragments=[], configs=[], out=None,
                                accel="auto")
-    req.suite = bisect_step.split_suite(["selftest:anon+shmem,workloads:s1_full_pmd", "all"])
-    vmtest.parse_suite(req.suite)
+    req.suite = bisect_step.split_suite(["selftest:anon+shmem,workloads:s1_full_pmd"])
+    suite = vmtest.parse_suite(req.suite)
+    assert suite.selftest == ["anon", "shmem"] and suite.workloads == ["s1_full_pmd"]
 
 
 # ------------------------------------------------------------ majority voting
