@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,3 +77,16 @@ def write_json(path: Path, data: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     tmp.replace(path)
+
+
+def prune_runs(keep: int) -> list[Path]:
+    """Delete all but the `keep` newest run directories under the cache's runs/
+    (never a `--out` directory elsewhere); returns what was deleted."""
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    runs = sorted((p for p in cache_dir("runs").iterdir() if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    doomed = runs[keep:]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

@@ -23,6 +23,7 @@ from .errors import (
     EXIT_OK,
     EXIT_TEST_FAILED,
     ThpvmError,
+    UserError,
     exit_code_for,
 )
 
@@ -182,6 +183,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from . import cache
     from .report import format_runs, list_runs
 
+    if args.prune is not None:
+        if args.prune < 0:
+            raise UserError(f"--prune {args.prune}: expected a number of runs to keep (>= 0)")
+        for path in cache.prune_runs(args.prune):
+            print(f"deleted {path}")
+        return EXIT_OK
     runs = list_runs(args.root or cache.cache_dir("runs"), limit=args.limit)
     print(json.dumps([r.to_dict() for r in runs], indent=2) if args.json else format_runs(runs))
     return EXIT_OK
@@ -309,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("-n", "--limit", type=int, default=20, help="show at most N runs (default 20)")
     rl.add_argument("--root", type=Path, help="runs directory (default: the cache's runs/)")
     rl.add_argument("--json", action="store_true", help="print the list as JSON")
+    rl.add_argument("--prune", type=int, metavar="KEEP",
+                    help="delete all but the KEEP newest runs under the cache (not --out dirs)")
     rl.set_defaults(handler=cmd_runs)
     dp = sub.add_parser("diff", help="compare two runs: case status, workload verdicts, counters")
     dp.add_argument("run_a", metavar="RUN_A", help="base run directory or run id")
