@@ -140,10 +140,16 @@ def dependency_hint(tree: Path, symbol: str) -> str:
     found = False
     for kc in sorted(tree.rglob("Kconfig*")):
         lines = kc.read_text(errors="replace").splitlines()
+        open_ifs: list[str] = []  # enclosing `if EXPR` blocks are dependencies too
         for i, line in enumerate(lines):
-            if pattern.match(line):
+            stripped = line.strip()
+            if stripped.startswith("if "):
+                open_ifs.append(stripped)
+            elif stripped == "endif" and open_ifs:
+                open_ifs.pop()
+            elif pattern.match(line):
                 found = True
-                deps += _depends_block(lines, i + 1)
+                deps += _depends_block(lines, i + 1) + [f"inside '{c}'" for c in open_ifs]
     if not found:
         return "unknown symbol in this tree"
     return ("unmet dependency? " + "; ".join(deps)) if deps else "probably unmet dependency"

@@ -296,3 +296,13 @@ def test_shipped_fragments_merge_without_conflict() -> None:
     merged = kconfig.merge_fragments(frags)
     assert merged["CONFIG_TRANSPARENT_HUGEPAGE"][1].endswith("thp.config")
     assert merged["CONFIG_IPV6"] == ("n", str(REPO / "kconfigs" / "base.config"))
+
+
+def test_dependency_hint_names_enclosing_if_blocks(tmp_path) -> None:
+    (tmp_path / "Kconfig").write_text(
+        "menuconfig RUNTIME_TESTING_MENU\n\tbool \"tests\"\n\nif RUNTIME_TESTING_MENU\n\n"
+        "config LKDTM\n\ttristate \"lkdtm\"\n\tdepends on DEBUG_FS\n\nendif\n\n"
+        "config OTHER\n\tbool \"x\"\n")
+    hint = kconfig.dependency_hint(tmp_path, "CONFIG_LKDTM")
+    assert "depends on DEBUG_FS" in hint and "inside 'if RUNTIME_TESTING_MENU'" in hint
+    assert "inside" not in kconfig.dependency_hint(tmp_path, "CONFIG_OTHER")
