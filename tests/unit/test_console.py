@@ -504,3 +504,13 @@ def test_connect_fails_without_server(short_dir: Path) -> None:
     with pytest.raises(OSError):
         m.connect(timeout=0.2)
     assert time.monotonic() - start < 1.5
+
+
+def test_recorded_lkdtm_warning_is_one_warning_event() -> None:
+    """A real WARN (LKDTM, debug.config) printed right after the serial shell's prompt."""
+    text = (SERIAL / "warn-lkdtm-6.12.117-tcg.log").read_text()
+    events = console.classify_log(text, marker="THPVM-READY-01a3302e3346")
+    assert [e.kind for e in events] == ["ready", "warning"]
+    warn = events[1]
+    assert warn.lines[0].startswith("WARNING: CPU: 1 PID: 50 at drivers/misc/lkdtm/bugs.c:112")
+    assert any("Call Trace:" in line for line in warn.lines)
