@@ -38,6 +38,8 @@ KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 
 Progress = Callable[[str], None]
 OWNED_OBJ = ".thpvm-obj"
+BUILD_TIMEOUT = 3 * 3600.0  # a hung make must not hang a bisect forever
+CONFIG_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -258,12 +260,13 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
     merged = workdir / "thpvm-fragments.config"
     merged.write_text("".join(f.text() for f in fragments))
     make = ["make", "-C", str(tree.path), f"O={workdir}", "ARCH=x86_64"]
-    proc.run([*make, "tinyconfig"], log_path=log_path, error=BuildError)
+    proc.run([*make, "tinyconfig"], log_path=log_path, timeout=CONFIG_TIMEOUT, error=BuildError)
     bases = [str(tree.path / b) for b in KERNEL_BASE_FRAGMENTS if (tree.path / b).exists()]
     proc.run([str(tree.path / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(workdir),
               str(workdir / ".config"), *bases, str(merged)],
              cwd=tree.path, log_path=log_path, error=BuildError)
-    proc.run([*make, "olddefconfig"], log_path=log_path, error=BuildError)
+    proc.run([*make, "olddefconfig"], log_path=log_path, timeout=CONFIG_TIMEOUT,
+             error=BuildError)
     text = (workdir / ".config").read_text()
     final = kconfig.parse_config_text(text, str(workdir / ".config"))
     dropped = kconfig.check_survival(requested, final, tree.path)
@@ -340,9 +343,9 @@ def _build(tree: KernelTree, config_text: str, key: str, gcc: str, slot_dir: Pat
     counter = _ProgressCounter(slot_dir / "objcount", progress)
     start = time.monotonic()
     try:
-        proc.run([*make, "bzImage"], env=ccache_env(), log_path=build_log,
+        proc.run([*make, "bzImage"], env=ccache_env(), log_path=build_log, timeout=BUILD_TIMEOUT,
                  on_line=counter.line, keep_output=False, error=BuildError)
-        proc.run([*make, "headers"], env=ccache_env(), log_path=build_log,
+        proc.run([*make, "headers"], env=ccache_env(), log_path=build_log, timeout=BUILD_TIMEOUT,
                  keep_output=False, error=BuildError)
     except BuildError as e:
         raise BuildError(f"kernel build failed (log: {build_log})",
