@@ -39,7 +39,8 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                            r"|------------\[ cut here \]------------)")),
 )
 CONTEXT_LINES = 25
-SEVERE = ("panic", "oops", "lockup", "hang", "exited")
+SEVERE = ("panic", "oops", "lockup", "hang", "exited")  # end a wait_for
+KERNEL_FAILURES = ("panic", "oops", "lockup", "hang")
 
 
 @dataclass
@@ -191,8 +192,9 @@ class ConsoleMonitor:
             return list(self.classifier.events)
 
     def severe(self) -> ConsoleEvent | None:
-        """The first event that means the kernel is dead or broken (not a WARN)."""
-        return next((e for e in self.events if e.kind in SEVERE), None)
+        """The first event that means the kernel is dead or broken (not a WARN, and not
+        QEMU merely exiting)."""
+        return next((e for e in self.events if e.kind in KERNEL_FAILURES), None)
 
     def wait_for(self, kinds: tuple[str, ...], timeout: float) -> ConsoleEvent | None:
         """Block until an event of one of `kinds` (or a severe one) or the console closes."""

@@ -52,8 +52,12 @@ class Guest:
         if console is None:
             return None
         crash = console.severe()
-        if crash is not None or not self.vm.alive():
+        if crash is not None:
             return crash
+        if not self.vm.alive():  # recorded for the report, but not a kernel failure
+            code = self.vm.popen.returncode if self.vm.popen else None
+            console.add_event("exited", [f"QEMU exited (status {code}) without a kernel crash"])
+            return None
         probe = SshShell("127.0.0.1", self.vm.port, self.vm.req.image.ssh_key,
                          self.vm.req.image.host_key_pub)
         try:
