@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -48,14 +47,6 @@ def digest(*items: str | bytes, length: int = 16) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()[:length]
-
-
-def file_digest(paths: Iterable[Path], length: int = 16) -> str:
-    """Hash of the names and contents of files."""
-    items: list[str | bytes] = []
-    for p in paths:
-        items += [p.name, p.read_bytes()]
-    return digest(*items, length=length)
 
 
 def new_run_dir(label: str = "run") -> Path:
