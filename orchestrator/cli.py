@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import __version__
 from .errors import (
@@ -30,6 +30,7 @@ from .errors import (
 log = logging.getLogger("thpvm")
 
 Handler = Callable[[argparse.Namespace], int]
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 if TYPE_CHECKING:
     from . import kernel as kernel_types
@@ -254,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_guest_commands(sub)
+    _add_workload_commands(sub)
+    _add_result_commands(sub)
+    _add_git_commands(sub)
+    return parser
+
+
+def _add_guest_commands(sub: Sub) -> None:
+    """kernel build, image build, boot, shell, vm-test."""
     kern = sub.add_parser("kernel", help="kernel builds").add_subparsers(dest="sub", required=True)
     kb = kern.add_parser("build", help="build (or reuse) a THP-ready kernel")
     _tree_args(kb)
@@ -285,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run this workload spec file too (repeatable)")
     vt.set_defaults(handler=cmd_vm_test)
 
+
+def _add_workload_commands(sub: Sub) -> None:
+    """workload run/compare, model predict."""
     wl = sub.add_parser("workload", help="workloads").add_subparsers(dest="sub", required=True)
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
@@ -308,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--json", action="store_true", help="print the prediction as JSON")
     pp.set_defaults(handler=cmd_model_predict)
 
+
+def _add_result_commands(sub: Sub) -> None:
+    """report, runs, diff."""
     rp = sub.add_parser("report", help="regenerate junit.xml and report.html of a run")
     rp.add_argument("run_dir", metavar="RUN_DIR",
                     help="run directory (or a run id from 'thpvm runs')")
@@ -328,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--json", action="store_true", help="print the diff as JSON")
     dp.set_defaults(handler=cmd_diff)
 
+
+def _add_git_commands(sub: Sub) -> None:
+    """bisect, bisect-step, validate."""
     from . import bisect_step, bisection, validate
 
     bi = sub.add_parser("bisect", help="find the first bad kernel commit (git bisect run)")
@@ -340,7 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="A/B test a patch or revision against a base")
     validate.add_validate_arguments(va)
     va.set_defaults(handler=cmd_validate)
-    return parser
 
 
 def _setup_logging(verbose: bool) -> None:
