@@ -29,3 +29,17 @@ def guest_image():
     from orchestrator import image
 
     return image.build_image()
+
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+@pytest.fixture
+def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private thpvm cache, no user/system git config, a fixed git identity."""
+    monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for k, v in GIT_IDENTITY.items():
+        monkeypatch.setenv(k, v)

@@ -29,18 +29,11 @@ from orchestrator.errors import (
 )
 from orchestrator.errors import TestFailure as CaseFailure
 
-IDENT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-         "GIT_COMMITTER_EMAIL": "t@t"}
-
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+def _isolated(isolated_git: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private cache and git environment (tests/conftest.py), no step log from outside."""
     monkeypatch.delenv(bisect_step.STEP_LOG_ENV, raising=False)
-    for k, v in IDENT.items():
-        monkeypatch.setenv(k, v)
 
 
 def sh(repo: Path, *args: str) -> str:

@@ -10,17 +10,10 @@ import pytest
 from orchestrator import gitrepo
 from orchestrator.errors import UserError
 
-IDENT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-         "GIT_COMMITTER_EMAIL": "t@t"}
-
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k, v in IDENT.items():
-        monkeypatch.setenv(k, v)
+def _isolated(isolated_git: None) -> None:
+    """Every test gets a private cache and git environment (tests/conftest.py)."""
 
 
 def sh(repo: Path, *args: str) -> str:

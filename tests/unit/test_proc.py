@@ -7,31 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import gone, wait_gone
 
 from orchestrator import proc
 from orchestrator.errors import BuildError, InfraError, UserError
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only a zombie left (reaped by whoever inherits it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
-def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(gone(p) for p in pids):
-            return True
-        time.sleep(0.02)
-    return all(gone(p) for p in pids)
 
 
 def test_output_streamed_to_log_on_line_and_result(tmp_path: Path) -> None:

@@ -20,21 +20,13 @@ from orchestrator import validate_compare as vc
 from orchestrator.errors import BuildError, UserError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "results"
-IDENT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-         "GIT_COMMITTER_EMAIL": "t@t"}
-
-
 def load(name: str) -> dict[str, Any]:
     return json.loads((DATA / f"{name}.json").read_text())
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for k, v in IDENT.items():
-        monkeypatch.setenv(k, v)
+def _isolated(isolated_git: None) -> None:
+    """Every test gets a private cache and git environment (tests/conftest.py)."""
 
 
 # ------------------------------------------------------------ comparison

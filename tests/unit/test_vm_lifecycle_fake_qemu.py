@@ -18,32 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from process_helpers import gone, wait_gone
 
 from orchestrator import image, qemu
 from orchestrator.errors import BootError
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
 PROFILE = qemu.MachineProfile("fake", 256, 1, "q35", "", 1, "console=ttyS0 panic=-1 loglevel=5")
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only a zombie left."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
-def wait_gone(pid: int, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return gone(pid)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +52,7 @@ def pids() -> Iterator[list[int]]:
     """Pids a test saw; after the test every one must be gone (and is killed if not)."""
     seen: list[int] = []
     yield seen
-    leaked = [p for p in seen if not wait_gone(p)]
+    leaked = [p for p in seen if not wait_gone([p])]
     for p in leaked:
         os.kill(p, 9)
     assert not leaked, f"fake QEMU processes left behind: {leaked}"
@@ -186,7 +167,7 @@ def test_ignore_quit_is_killed(req: qemu.BootRequest, pids: list[int],
     assert "QMP quit ignored" in (req.run_dir / "qemu.log").read_text()
     assert vm.popen.returncode == -9  # SIGTERM ignored: SIGKILL
     assert gone(vm.popen.pid)
-    assert wait_gone(int(helper.group(1)))  # the whole process group
+    assert wait_gone([int(helper.group(1))])  # the whole process group
 
 
 def test_exception_in_with_block_still_kills(req: qemu.BootRequest, pids: list[int],
@@ -266,7 +247,7 @@ def test_interrupt_during_stop_still_kills(req: qemu.BootRequest,
         with pytest.raises(KeyboardInterrupt):
             vm.stop()
         assert interrupted == [5]
-        alive = not wait_gone(pid, timeout=0.5)
+        alive = not wait_gone([pid], timeout=0.5)
     finally:
         if vm.popen.poll() is None:
             os.killpg(pid, 9)
