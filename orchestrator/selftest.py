@@ -169,11 +169,18 @@ def prepare_guest(shell: GuestShell, binary: Path) -> None:
         raise GuestError(f"could not create {GUEST_FILEDIR} in the guest: {res.stderr}")
 
 
-def run_invocation(shell: GuestShell, inv: Invocation) -> InvocationOutcome:
-    """Run one invocation with counter snapshots around it."""
-    args = [a.replace("{filedir}", GUEST_FILEDIR) for a in inv.args]
-    argv = ["./khugepaged", *args]
-    before = counters.snapshot(shell)
+def guest_argv(inv: Invocation) -> list[str]:
+    """The command line of an invocation in the guest."""
+    return ["./khugepaged", *(a.replace("{filedir}", GUEST_FILEDIR) for a in inv.args)]
+
+
+def run_invocation(shell: GuestShell, inv: Invocation,
+                   before: counters.Snapshot | None = None) -> InvocationOutcome:
+    """Run one invocation with counter snapshots around it. `before` may be a snapshot
+    just taken (the previous invocation's `after`), saving a guest command."""
+    argv = guest_argv(inv)
+    if before is None:
+        before = counters.snapshot(shell)
     start = time.monotonic()
     res = shell.run(f"cd /root && {shlex.join(argv)} 2>&1", timeout=RUN_TIMEOUT)
     duration = time.monotonic() - start

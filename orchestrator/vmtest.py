@@ -174,7 +174,7 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
         try:
             if invocations:
                 with run.stage("selftest"), _sampling(g, run, "selftest"):
-                    _run_selftest(g, st_bin, invocations, run)
+                    _run_selftest(g, st_bin, invocations, run, before)
             if workloads and not run.meta.get("crashed"):
                 with run.stage("workloads"):
                     _run_workloads(g, workloads, run)
@@ -243,7 +243,7 @@ def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
 
 
 def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selftest.Invocation],
-                  run: Run) -> None:
+                  run: Run, before: Any) -> None:
     from . import counters, selftest_output
 
     assert binary is not None
@@ -251,7 +251,8 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
     results, parsed_runs = [], []
     for inv in invocations:
         run.progress(f"selftest {inv.id}")
-        outcome = _invoke(g, inv)
+        outcome = _invoke(g, inv, before)
+        before = outcome.after  # back to back: the next invocation's starting point
         log_name = f"selftest-{inv.id}.log"
         (run.dir / log_name).write_text(outcome.output)
         parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
@@ -273,21 +274,21 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
                     "summary": selftest_output.summarize(parsed_runs)}
 
 
-def _invoke(g: session.Guest, inv: selftest.Invocation) -> selftest.InvocationOutcome:
+def _invoke(g: session.Guest, inv: selftest.Invocation,
+            before: Any = None) -> selftest.InvocationOutcome:
     """One invocation; a kernel crash during it becomes a failed outcome, not an error."""
     start = time.monotonic()
     try:
-        outcome = selftest.run_invocation(g.shell, inv)
+        outcome = selftest.run_invocation(g.shell, inv, before)
     except GuestError as e:
         crash = g.diagnose_lost()
-        args = [a.replace("{filedir}", selftest.GUEST_FILEDIR) for a in inv.args]
         if crash is not None:
             why = f"kernel {crash.kind}: {crash.lines[0]}"
         elif isinstance(e, GuestTimeout):
             why = e.message  # the guest answers but the test never finished: a failure
         else:
             raise  # connection lost, no kernel crash, QEMU gone: infrastructure
-        return selftest.InvocationOutcome(inv, ["./khugepaged", *args], None, e.detail,
+        return selftest.InvocationOutcome(inv, selftest.guest_argv(inv), None, e.detail,
                                           time.monotonic() - start, error=why)
     crash = _kernel_crash(g)
     if crash is not None:

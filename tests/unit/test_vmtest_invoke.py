@@ -23,7 +23,7 @@ class FakeGuest:
 
 
 def _raise(exc: Exception):
-    def run(shell, inv):
+    def run(shell, inv, before=None):
         raise exc
     return run
 
