@@ -8,17 +8,21 @@ ARGS    ?=
 PYTEST_ARGS ?=
 BENCH_OUT ?= bench-results/bench-$(shell date +%Y%m%d-%H%M%S).json
 
-.PHONY: setup vm-test test check unit bench clean clean-cache
+.PHONY: setup setup-test vm-test test check unit bench clean clean-cache
 
 setup:
-	@scripts/setup.sh $(VENV)
+	@scripts/setup.sh $(VENV) run
+
+## set-up plus the packages only the test suite needs (chromium for the report tests)
+setup-test:
+	@scripts/setup.sh $(VENV) test
 
 ## the main job: build/reuse kernel + image, boot, selftest + workloads vs model, verdict
 vm-test: setup
 	$(THPVM) vm-test $(ARGS)
 
 ## the full test suite: unit tests, then integration tests (real kernel build, QEMU, SSH)
-test: setup
+test: setup-test
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 ## lint + type check + unit tests only (no VM, seconds)
