@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def bench_boot(boots: int) -> dict[str, object]:
-    from orchestrator import image, kernel, qemu, session
+    from orchestrator.build import image, kernel
+    from orchestrator.machine import qemu, session
 
     art = kernel.build_kernel(kernel.KernelRequest())
     img = image.build_image()
@@ -46,7 +47,7 @@ def bench_boot(boots: int) -> dict[str, object]:
 
 
 def bench_vm_test() -> dict[str, object]:
-    from orchestrator import vmtest
+    from orchestrator.jobs import vmtest
 
     vmtest.run_vm_test(vmtest.VmTestRequest())  # warm the caches (kernel, image, driver)
     with tempfile.TemporaryDirectory(prefix="thpvm-bench-") as d:

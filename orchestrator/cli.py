@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from . import __version__
-from .errors import (
+from orchestrator import __version__
+from orchestrator.errors import (
     EXIT_ABORT,
     EXIT_COULD_NOT_TEST,
     EXIT_OK,
@@ -33,9 +33,9 @@ Handler = Callable[[argparse.Namespace], int]
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 if TYPE_CHECKING:
-    from . import kernel as kernel_types
-    from . import session as session_types
-    from . import vmtest as vmtest_types
+    from orchestrator.build import kernel as kernel_types
+    from orchestrator.jobs import vmtest as vmtest_types
+    from orchestrator.machine import session as session_types
 
 
 def _tree_args(p: argparse.ArgumentParser) -> None:
@@ -53,15 +53,15 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
 
 
 def _kernel_request(args: argparse.Namespace) -> kernel_types.KernelRequest:
-    from . import kernel
+    from orchestrator.build import kernel
 
     return kernel.KernelRequest(args.tree, args.rev, args.fragment, args.config, args.jobs,
                                 args.patch)
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
-    from . import kernel
-    from .progress import Progress
+    from orchestrator.build import kernel
+    from orchestrator.report.progress import Progress
 
     progress = Progress()
     req = _kernel_request(args)
@@ -75,7 +75,7 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
-    from . import vmtest
+    from orchestrator.jobs import vmtest
 
     return vmtest.VmTestRequest(
         tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
@@ -89,8 +89,8 @@ def cmd_vm_test(args: argparse.Namespace) -> int:
 
 
 def _run_and_summarize(args: argparse.Namespace, only_files: bool) -> int:
-    from . import vmtest
-    from .progress import Progress, format_summary
+    from orchestrator.jobs import vmtest
+    from orchestrator.report.progress import Progress, format_summary
 
     progress = Progress()
     req = _vm_request(args)
@@ -109,13 +109,13 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
 
 
 def cmd_workload_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_run_dir
-    from .spec import load_spec
+    from orchestrator.judge.compare import compare_run_dir
+    from orchestrator.spec import load_spec
 
     spec = load_spec(args.dir / "spec.toml")
     pred = None
     if args.repredict:
-        from .model import predict
+        from orchestrator.model import predict
 
         pred = predict(spec, version=args.version)
     v = compare_run_dir(args.dir, spec, pred)
@@ -124,7 +124,7 @@ def cmd_workload_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from . import image
+    from orchestrator.build import image
 
     img = image.build_image(args.recipe, force=args.force)
     print(f"image {img.recipe}: {img.qcow2}\n  sha256 {img.sha256}")
@@ -132,7 +132,9 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from . import cache, image, kernel, session
+    from orchestrator import cache
+    from orchestrator.build import image, kernel
+    from orchestrator.machine import session
 
     art = kernel.build_kernel(_kernel_request(args))
     img = image.build_image()
@@ -158,7 +160,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def _interactive_ssh(g: session_types.Guest, run_dir: Path) -> int:
-    from . import proc
+    from orchestrator import proc
 
     img = g.vm.req.image
     known = run_dir / "known_hosts"
@@ -171,8 +173,8 @@ def _interactive_ssh(g: session_types.Guest, run_dir: Path) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .progress import format_summary
-    from .report import regenerate, resolve_run_dir
+    from orchestrator.report.progress import format_summary
+    from orchestrator.report.render import regenerate, resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     result = regenerate(run_dir)
@@ -181,8 +183,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from . import cache
-    from .report import format_runs, list_runs
+    from orchestrator import cache
+    from orchestrator.report.render import format_runs, list_runs
 
     if args.prune is not None:
         if args.prune < 0:
@@ -196,9 +198,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .report import resolve_run_dir
-    from .resultfile import load_result
-    from .rundiff import diff_runs
+    from orchestrator.judge.rundiff import diff_runs
+    from orchestrator.report.render import resolve_run_dir
+    from orchestrator.report.resultfile import load_result
 
     diff = diff_runs(load_result(resolve_run_dir(args.run_a)),
                      load_result(resolve_run_dir(args.run_b)),
@@ -208,8 +210,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_model_predict(args: argparse.Namespace) -> int:
-    from .model import format_prediction, predict
-    from .spec import load_workload
+    from orchestrator.model import format_prediction, predict
+    from orchestrator.spec import load_workload
 
     pred = predict(load_workload(args.spec), version=args.version)
     print(json.dumps(pred.to_json(), indent=2) if args.json else format_prediction(pred))
@@ -217,7 +219,7 @@ def cmd_model_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    from . import bisection
+    from orchestrator.jobs import bisection
 
     outcome = bisection.run_bisect(bisection.request_from_args(args))
     print(outcome.report, end="")
@@ -226,13 +228,13 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
-    from . import bisect_step
+    from orchestrator.jobs import bisect_step
 
     return bisect_step.step_from_args(args)  # 0/1/125/128 only
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import validate
+    from orchestrator.jobs import validate
 
     outcome = validate.run_validate(validate.request_from_args(args))
     print(outcome.report, end="")
@@ -347,7 +349,7 @@ def _add_result_commands(sub: Sub) -> None:
 
 def _add_git_commands(sub: Sub) -> None:
     """bisect, bisect-step, validate."""
-    from . import bisect_step, bisection, validate
+    from orchestrator.jobs import bisect_step, bisection, validate
 
     bi = sub.add_parser("bisect", help="find the first bad kernel commit (git bisect run)")
     bisection.add_bisect_arguments(bi)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InfraError, ThpvmError
+from orchestrator.errors import InfraError, ThpvmError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Workload specs (TOML, format 1): loading, validation, page selectors, layout.
 
 A workload spec is the shared contract between the khugepaged model
-(`orchestrator.model`) and the in-guest driver (`orchestrator.workload` + C).
+(`orchestrator.model`) and the in-guest driver (`orchestrator.suites.workloads.driver` + C).
 This module turns a TOML file into frozen dataclasses and refuses anything it
 does not understand: every error is a `UserError` naming the file, the key
 path (``steps[3].pages``) and what was expected.
@@ -72,6 +72,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from orchestrator.data import WORKLOAD_SPECS_DIR
 from orchestrator.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -375,12 +376,8 @@ class _Ctx:
 
 
 def shipped_workloads() -> dict[str, Path]:
-    """The workloads shipped in orchestrator/workloads/, by file stem."""
-    from importlib import resources
-
-    root = resources.files("orchestrator").joinpath("workloads")
-    return {Path(e.name).stem: Path(str(e)) for e in root.iterdir()
-            if e.name.endswith(".toml")}
+    """The workloads shipped in orchestrator/suites/workloads/specs/, by file stem."""
+    return {p.stem: p for p in sorted(WORKLOAD_SPECS_DIR.glob("*.toml"))}
 
 
 def load_workload(ref: str) -> WorkloadSpec:

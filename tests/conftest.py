@@ -18,7 +18,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def default_kernel():
     """The default Debian 6.12 kernel with the shipped fragments (real build, cached)."""
-    from orchestrator import kernel
+    from orchestrator.build import kernel
 
     return kernel.build_kernel(kernel.KernelRequest())
 
@@ -26,7 +26,7 @@ def default_kernel():
 @pytest.fixture(scope="session")
 def guest_image():
     """The default guest image (real mmdebstrap build, cached)."""
-    from orchestrator import image
+    from orchestrator.build import image
 
     return image.build_image()
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, gitrepo, proc
+from orchestrator import cli, proc
+from orchestrator.build import git as gitrepo
 from orchestrator.cache import cache_dir
 
 
@@ -79,7 +80,7 @@ def append(path: Path, text: str) -> None:
 
 def make_history(src: Path, repo: Path) -> None:
     """Copy the Debian tree and commit G H1 S F B H2 on branch main."""
-    from orchestrator.kernel import OWNED_OBJ
+    from orchestrator.build.kernel import OWNED_OBJ
 
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))
@@ -120,7 +121,7 @@ def make_comment_patch(repo: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def history() -> History:
-    from orchestrator import kernel
+    from orchestrator.build import kernel
 
     assert BREAK_PATCH.is_file(), f"missing {BREAK_PATCH}"
     repo = cache_dir("test-repos") / "bisect-history-6.12"

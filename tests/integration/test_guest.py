@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from qemu_procs import qemu_pids
 
-from orchestrator import console, image, session
+from orchestrator.build import image
 from orchestrator.cli import main
 from orchestrator.errors import BootError
+from orchestrator.machine import console, session
 
 
 def test_boot_ssh_uname_and_vmstat(default_kernel, guest_image, tmp_path, no_leaked_qemu):

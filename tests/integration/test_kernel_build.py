@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from orchestrator import kconfig, kernel
+from orchestrator.build import kconfig, kernel
 from orchestrator.cli import main
 
 

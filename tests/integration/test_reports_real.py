@@ -9,8 +9,8 @@ from pathlib import Path
 
 from orchestrator import proc
 from orchestrator.cli import main
-from orchestrator.resultfile import validate_result
-from orchestrator.rundiff import diff_runs
+from orchestrator.judge.rundiff import diff_runs
+from orchestrator.report.resultfile import validate_result
 
 
 def _chromium_dom(tmp_path: Path, url: str) -> str:

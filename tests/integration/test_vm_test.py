@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from orchestrator.cli import main
-from orchestrator.resultfile import validate_result
+from orchestrator.report.resultfile import validate_result
 
 PATCHES = Path(__file__).parent.parent / "data" / "patches"
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from orchestrator.cli import main
-from orchestrator.workload_suite import builtin_specs
+from orchestrator.suites.workloads.runner import builtin_specs
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = str(REPO / "kconfigs" / "debug.config")

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import orchestrator
-from orchestrator import bisect_step, bisection, gitrepo, trials
+import orchestrator.jobs
+from orchestrator.build import git as gitrepo
 from orchestrator.errors import (
     BootError,
     BuildError,
@@ -28,6 +28,7 @@ from orchestrator.errors import (
     UserError,
 )
 from orchestrator.errors import TestFailure as CaseFailure
+from orchestrator.jobs import bisect_step, bisection, trials
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +154,7 @@ def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default tester calls vmtest.run_vm_test with the checked-out tree and rev=None."""
     make_repo(tmp_path / "r", 1)
-    from orchestrator.vmtest import VmTestRequest
+    from orchestrator.jobs.vmtest import VmTestRequest
 
     seen: list[VmTestRequest] = []
 
@@ -161,11 +162,11 @@ def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
         seen.append(req)
         return outcome(0)
 
-    fake = types.ModuleType("orchestrator.vmtest")
+    fake = types.ModuleType("orchestrator.jobs.vmtest")
     fake.VmTestRequest = VmTestRequest  # type: ignore[attr-defined]  # the real request type
     fake.run_vm_test = run_vm_test  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "orchestrator.vmtest", fake)
-    monkeypatch.setattr(orchestrator, "vmtest", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "orchestrator.jobs.vmtest", fake)
+    monkeypatch.setattr(orchestrator.jobs, "vmtest", fake, raising=False)
     frag = tmp_path / "x.config"
     frag.write_text("CONFIG_X=y\n")
     argv = ["--tree", str(tmp_path / "r"), "--suite", "selftest:anon+shmem,workloads:s1_full_pmd",
@@ -183,7 +184,7 @@ def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
 
 
 def test_the_real_pipeline_accepts_the_request() -> None:
-    vmtest = pytest.importorskip("orchestrator.vmtest", exc_type=ImportError)
+    vmtest = pytest.importorskip("orchestrator.jobs.vmtest", exc_type=ImportError)
     req = vmtest.VmTestRequest(tree=Path("/t"), rev=None, fragments=[], configs=[], out=None,
                                accel="auto")
     req.suite = bisect_step.split_suite(["selftest:anon+shmem,workloads:s1_full_pmd"])
@@ -242,7 +243,8 @@ def test_repeat_flaky_commit_is_skipped_by_default(tmp_path: Path) -> None:
 FAKE_STEP = """\
 import sys
 from pathlib import Path
-from orchestrator import bisect_step, errors
+from orchestrator.jobs import bisect_step
+from orchestrator import errors
 
 BAD_FROM, BUILD_FAILS, ABORT_AT = {bad_from}, {build_fails}, {abort_at}
 

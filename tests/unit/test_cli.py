@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, errors, kernel
+from orchestrator import cli, errors
+from orchestrator.build import kernel
 from orchestrator.errors import (
     BootError,
     BuildError,

@@ -8,7 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from orchestrator.compare import (
+from orchestrator.data import RESULT_SCHEMA
+from orchestrator.judge.compare import (
     Verdict,
     compare,
     fits,
@@ -17,9 +18,9 @@ from orchestrator.compare import (
     show,
     write_verdict,
 )
-from orchestrator.observation import parse_driver_output
 from orchestrator.spec import parse_spec
-from orchestrator.trace import locate_scans, parse_trace
+from orchestrator.suites.workloads.observation import parse_driver_output
+from orchestrator.suites.workloads.trace import locate_scans, parse_trace
 
 SPEC_TEXT = """
 format = 1
@@ -264,8 +265,7 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
     assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
     assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
     assert entry["checkpoints"][0]["observed"]["regions"]["a"]["AnonHugePages"] == 2048
-    schema = json.loads((Path(__file__).parents[2] / "orchestrator" / "schema" /
-                         "result.schema.json").read_text())
+    schema = json.loads((RESULT_SCHEMA).read_text())
     wl_schema = {"$defs": schema["$defs"], **schema["$defs"]["workload"]}
     jsonschema.validate(entry, wl_schema)
     err = Verdict("error", "driver failed")
@@ -273,7 +273,7 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
 
 
 def test_compare_run_dir_offline(tmp_path: Path) -> None:
-    from orchestrator.compare import compare_run_dir
+    from orchestrator.judge.compare import compare_run_dir
 
     p = prediction()
     for cp in p["checkpoints"]:
@@ -293,8 +293,8 @@ def test_compare_run_dir_offline(tmp_path: Path) -> None:
 
 
 def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
-    from orchestrator.compare import compare_run_dir
     from orchestrator.errors import UserError
+    from orchestrator.judge.compare import compare_run_dir
 
     (tmp_path / "driver.jsonl").write_text(driver_output())
     with pytest.raises(UserError, match="predicted.json"):

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator.compare import compare
+from orchestrator.data import WORKLOAD_SPECS_DIR
+from orchestrator.judge.compare import compare
 from orchestrator.model import predict
-from orchestrator.observation import parse_driver_output
 from orchestrator.spec import PAGE_SIZE, WorkloadSpec, layout_addresses, load_spec
-from orchestrator.workload import driver_input
+from orchestrator.suites.workloads.driver import driver_input
+from orchestrator.suites.workloads.observation import parse_driver_output
 
-WORKLOADS = sorted((Path(__file__).parents[2] / "orchestrator" / "workloads").glob("*.toml"))
+WORKLOADS = sorted(WORKLOAD_SPECS_DIR.glob("*.toml"))
 
 
 def _region_event(spec: WorkloadSpec, idx: int, st: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def test_seeded_bug_is_explained_per_pmd_without_trace() -> None:
     """The recorded max-ptes-none-exceeded run, edited as a kernel that ignores
     max_ptes_none would have it: the PMD collapses in the first checkpoint."""
     d = Path(__file__).parents[2] / "tests" / "data" / "workloads" / "6.12.117-tcg"
-    spec = load_spec(Path(__file__).parents[2] / "orchestrator" / "workloads" /
+    spec = load_spec(WORKLOAD_SPECS_DIR /
                      "max-ptes-none-exceeded.toml")
     events = [json.loads(ln) for ln in
               (d / spec.name / "driver.jsonl").read_text().splitlines()]

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import console
-from orchestrator.console import ConsoleMonitor, classify_line, classify_log, clean_line
+from orchestrator.machine import console
+from orchestrator.machine.console import ConsoleMonitor, classify_line, classify_log, clean_line
 
 SERIAL = Path(__file__).resolve().parent.parent / "data" / "serial"
 CLEAN_BOOT = SERIAL / "clean-boot-6.12.117-tcg.log"

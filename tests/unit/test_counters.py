@@ -1,4 +1,4 @@
-"""Tests of orchestrator.counters: parsers, snapshots, deltas, the sampler, counters.json."""
+"""Tests of orchestrator.suites.counters: parsers, snapshots, deltas, the sampler, counters.json."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import counters as c
 from orchestrator import proc
 from orchestrator.errors import InfraError
-from orchestrator.guest import CommandResult
+from orchestrator.machine.guest import CommandResult
+from orchestrator.suites import counters as c
 
 # /proc/vmstat names of Debian 6.12.117 (mm/vmstat.c vmstat_text, x86-64 zones DMA, DMA32,
 # Normal, Movable; "nr_unstable" is the deprecated line vmstat_show appends).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gitrepo
+from orchestrator.build import git as gitrepo
 from orchestrator.errors import UserError
 
 

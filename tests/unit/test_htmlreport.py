@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from reports_fixtures import NAMES, load
 
-from orchestrator import htmlreport, svgplot
-from orchestrator.resultdata import format_duration
+from orchestrator.report import html as htmlreport
+from orchestrator.report import svg as svgplot
+from orchestrator.report.resultdata import format_duration
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reports_fixtures import NAMES, load
 
-from orchestrator import resultdata as rd
-from orchestrator.junit import to_junit_xml, xml_text
+from orchestrator.report import resultdata as rd
+from orchestrator.report.junit import to_junit_xml, xml_text
 
 # The structure of the widely used JUnit XSD (jenkins junit-10.xsd, which GitLab
 # and GitHub reporters accept): allowed children and attributes per element.

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator import kconfig
+from orchestrator.build import kconfig
 from orchestrator.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parent.parent.parent

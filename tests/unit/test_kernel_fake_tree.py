@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import kernel
+from orchestrator.build import kernel
 from orchestrator.errors import BuildError, ConfigError, UserError
 
 FAKE_TREE = Path(__file__).resolve().parent.parent / "fakes" / "kernel-tree"

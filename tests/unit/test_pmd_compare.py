@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import compare as cmp
-from orchestrator import pmd_compare
+from orchestrator.judge import compare as cmp
+from orchestrator.judge import pmd as pmd_compare
 from orchestrator.model import predict
 from orchestrator.spec import load_spec
-from orchestrator.trace import parse_trace
-from orchestrator.workload import load_observation
+from orchestrator.suites.workloads.driver import load_observation
+from orchestrator.suites.workloads.trace import parse_trace
 
 DEBUG = Path(__file__).parents[2] / "tests" / "data" / "workloads" / "6.12.117-tcg-debug"
 RUNS = sorted(p.parent for p in DEBUG.glob("*/trace.txt"))

@@ -7,7 +7,7 @@ import io
 import pytest
 from reports_fixtures import load
 
-from orchestrator.progress import Progress, format_summary, is_quiet
+from orchestrator.report.progress import Progress, format_summary, is_quiet
 
 
 class Tty(io.StringIO):

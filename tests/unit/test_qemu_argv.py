@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import image, qemu
+from orchestrator.build import image
 from orchestrator.errors import UserError
+from orchestrator.machine import qemu
 
 PROFILE = qemu.MachineProfile("test", 2048, 2, "q35", "", 512,
                               "console=ttyS0 panic=-1 loglevel=5")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from reports_fixtures import NAMES, load
 
-from orchestrator import report
 from orchestrator.errors import UserError
-from orchestrator.resultfile import ResultSchemaError
+from orchestrator.report import render as report
+from orchestrator.report.resultfile import ResultSchemaError
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from reports_fixtures import load
 
-from orchestrator import proc, report
+from orchestrator import proc
+from orchestrator.report import render as report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

@@ -10,11 +10,10 @@ import jsonschema
 import pytest
 from reports_fixtures import NAMES, RESULTS, load
 
-from orchestrator import resultdata as rd
-from orchestrator.console import ConsoleEvent
-from orchestrator.counters import Snapshot, delta
 from orchestrator.errors import UserError
-from orchestrator.resultfile import (
+from orchestrator.machine.console import ConsoleEvent
+from orchestrator.report import resultdata as rd
+from orchestrator.report.resultfile import (
     SCHEMA_VERSION,
     ResultSchemaError,
     load_result,
@@ -22,7 +21,8 @@ from orchestrator.resultfile import (
     schema_problems,
     validate_result,
 )
-from orchestrator.selftest_output import parse_selftest
+from orchestrator.suites.counters import Snapshot, delta
+from orchestrator.suites.selftest.output import parse_selftest
 
 
 def test_schema_is_a_valid_2020_12_schema_with_descriptions() -> None:

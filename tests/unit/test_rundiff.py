@@ -6,7 +6,7 @@ import json
 
 from reports_fixtures import load
 
-from orchestrator.rundiff import CaseChange, CounterChange, WorkloadChange, diff_runs
+from orchestrator.judge.rundiff import CaseChange, CounterChange, WorkloadChange, diff_runs
 
 
 def test_identical_runs_have_no_changes() -> None:

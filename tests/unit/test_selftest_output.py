@@ -1,4 +1,4 @@
-"""Tests of orchestrator.selftest_output on recorded, synthetic and generated outputs."""
+"""Tests of orchestrator.suites.selftest.output on recorded, synthetic and generated outputs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import selftest_output as so
-from orchestrator.selftest_output import parse_selftest, summarize
+from orchestrator.data import RESULT_SCHEMA
+from orchestrator.suites.selftest import output as so
+from orchestrator.suites.selftest.output import parse_selftest, summarize
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "selftest"
-SCHEMA = Path(__file__).resolve().parents[2] / "orchestrator" / "schema" / "result.schema.json"
+SCHEMA = RESULT_SCHEMA
 OK, FAIL, SKIP = "\x1b[32mOK\x1b[0m", "\x1b[31mFail\x1b[0m", "\x1b[33mSkip\x1b[0m"
 
 

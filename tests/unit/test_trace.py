@@ -7,9 +7,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.observation import parse_driver_output
 from orchestrator.spec import parse_spec
-from orchestrator.trace import (
+from orchestrator.suites.workloads.observation import parse_driver_output
+from orchestrator.suites.workloads.trace import (
     COLLAPSE,
     SCAN_PMD,
     STATUS_NAMES,

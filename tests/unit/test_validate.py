@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import gitrepo, trials, validate
-from orchestrator import validate_compare as vc
+from orchestrator.build import git as gitrepo
 from orchestrator.errors import BuildError, UserError
+from orchestrator.jobs import trials, validate
+from orchestrator.judge import ab as vc
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "results"
 def load(name: str) -> dict[str, Any]:

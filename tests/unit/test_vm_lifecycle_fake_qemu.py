@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from process_helpers import gone, wait_gone
 
-from orchestrator import image, qemu
+from orchestrator.build import image
 from orchestrator.errors import BootError
+from orchestrator.machine import qemu
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
 PROFILE = qemu.MachineProfile("fake", 256, 1, "q35", "", 1, "console=ttyS0 panic=-1 loglevel=5")
@@ -297,8 +298,8 @@ def test_qemu_failing_to_start_is_retried_then_boot_error(
 
 def test_unanswering_guest_is_diagnosed_as_a_hang(req: qemu.BootRequest) -> None:
     """QEMU runs, the console shows no crash, but nothing answers SSH: a `hang` event."""
-    from orchestrator import session
-    from orchestrator.guest import SshShell
+    from orchestrator.machine import session
+    from orchestrator.machine.guest import SshShell
 
     (req.image.dir / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA thpvm\n")
     (req.image.dir / "id_ed25519").write_text("not a key\n")

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator import selftest, vmtest
-from orchestrator.console import ConsoleEvent
 from orchestrator.errors import GuestError, GuestTimeout
+from orchestrator.jobs import vmtest
+from orchestrator.machine.console import ConsoleEvent
+from orchestrator.suites.selftest import runner as selftest
 
 INV = selftest.Invocation("anon", ())
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import selftest, vmtest
 from orchestrator.errors import UserError
-from orchestrator.selftest import Interface, Invocation
-from orchestrator.vmtest import Suite, parse_suite
+from orchestrator.jobs import vmtest
+from orchestrator.jobs.vmtest import Suite, parse_suite
+from orchestrator.suites.selftest import runner as selftest
+from orchestrator.suites.selftest.runner import Interface, Invocation
 
 # ---------------------------------------------------------------- parse_suite
 
@@ -243,7 +244,7 @@ def test_select_unknown_id(matrix: list[Invocation]) -> None:
 
 
 def test_select_logs_skipped(matrix: list[Invocation], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="orchestrator.selftest")
+    caplog.set_level("INFO", logger="orchestrator.suites.selftest.runner")
     selftest.select(matrix, IFACE_61, ["anon", "shmem-s4"])
     assert "selftest shmem-s4 skipped: this tree's selftest lacks ['ctx-mem', 'order']" in \
         caplog.text

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import proc
-from orchestrator.observation import parse_driver_output
+from orchestrator.data import WORKLOAD_SPECS_DIR
 from orchestrator.spec import parse_spec
-from orchestrator.workload import driver_binary, driver_input
+from orchestrator.suites.workloads.driver import driver_binary, driver_input
+from orchestrator.suites.workloads.observation import parse_driver_output
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -185,7 +186,7 @@ def test_child_step_before_fork_fails_cleanly(binary: Path, tmp_path: Path) -> N
     assert json.loads(res.output.splitlines()[-1])["message"] == "child step before fork"
 
 
-BUILTIN = sorted((Path(__file__).parents[2] / "orchestrator" / "workloads").glob("*.toml"))
+BUILTIN = sorted(WORKLOAD_SPECS_DIR.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])

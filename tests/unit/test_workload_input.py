@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.errors import GuestError
-from orchestrator.guest import CommandResult
+from orchestrator.machine.guest import CommandResult
 from orchestrator.spec import parse_spec
-from orchestrator.workload import driver_input, page_runs, run_workload, time_budget
+from orchestrator.suites.workloads.driver import driver_input, page_runs, run_workload, time_budget
 
 SPEC = """
 format = 1

@@ -7,8 +7,12 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.observation import BASELINE_LABEL, errno_name, parse_driver_output
 from orchestrator.spec import parse_spec
+from orchestrator.suites.workloads.observation import (
+    BASELINE_LABEL,
+    errno_name,
+    parse_driver_output,
+)
 
 SPEC = parse_spec("""
 format = 1

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.compare import compare
+from orchestrator.data import WORKLOAD_SPECS_DIR
+from orchestrator.judge.compare import compare
 from orchestrator.model import predict
 from orchestrator.spec import load_spec
-from orchestrator.workload import driver_input, load_observation
+from orchestrator.suites.workloads.driver import driver_input, load_observation
 
 ROOT = Path(__file__).parents[2]
 RECORDED = sorted((ROOT / "tests" / "data" / "workloads" / "6.12.117-tcg").glob("*/driver.jsonl"))
@@ -17,7 +18,7 @@ RECORDED = sorted((ROOT / "tests" / "data" / "workloads" / "6.12.117-tcg").glob(
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.parent.name for p in RECORDED])
 def test_recorded_run_matches_model(path: Path) -> None:
-    toml = ROOT / "orchestrator" / "workloads" / f"{path.parent.name}.toml"
+    toml = WORKLOAD_SPECS_DIR / f"{path.parent.name}.toml"
     if not toml.exists():
         pytest.skip(f"{toml.name} is gone: delete its recording")
     spec = load_spec(toml)

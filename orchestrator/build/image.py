@@ -1,0 +1,209 @@
+"""Guest root file systems from a recipe in `vm-images/`, keys, overlays, swap disks.
+
+A recipe (`vm-images/<name>.toml`) lists the Debian suite and packages and the
+files to install. `build_image` runs mmdebstrap (minbase) into a directory,
+installs the thpvm init, sshd settings and a per-image SSH key pair and host
+key, then `mkfs.ext4 -d` into a raw file and converts it to qcow2. The base
+image is cached by recipe content and made read-only: runs only ever boot a
+qcow2 overlay of it plus a fresh swap disk in their run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import cache
+
+from orchestrator import proc
+from orchestrator.errors import ImageError, UserError
+from orchestrator.data import IMAGES_DIR
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = "debian-bookworm"
+RECIPE_KEYS = {"name", "suite", "variant", "mirror", "packages", "files", "image"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed image recipe."""
+
+    path: Path
+    name: str
+    suite: str
+    variant: str
+    mirror: str
+    packages: tuple[str, ...]
+    files: dict[str, str]
+    size_mb: int
+    prune: tuple[str, ...]
+
+    def key(self) -> str:
+        """Content key: the recipe file and every file it installs."""
+        parts: list[str | bytes] = [self.path.read_bytes()]
+        for src in sorted(self.files):
+            parts += [src, (self.path.parent / src).read_bytes()]
+        return cache.digest(*parts)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built base image and what is needed to reach a guest booted from it."""
+
+    dir: Path
+    recipe: str
+
+    @property
+    def qcow2(self) -> Path:
+        return self.dir / "rootfs.qcow2"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def host_key_pub(self) -> Path:
+        return self.dir / "ssh_host_ed25519_key.pub"
+
+    @property
+    def sha256(self) -> str:
+        return (self.dir / "rootfs.sha256").read_text().split()[0]
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load `vm-images/<name>.toml` or a recipe file path; errors name the file and key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = IMAGES_DIR / f"{name_or_path}.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"image recipe {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"image recipe {path}: invalid TOML: {e}") from e
+    unknown = set(data) - RECIPE_KEYS
+    if unknown:
+        raise UserError(f"image recipe {path}: unknown key(s) {sorted(unknown)}")
+    try:
+        img = data.get("image", {})
+        recipe = Recipe(path, str(data["name"]), str(data["suite"]),
+                        str(data.get("variant", "minbase")), str(data.get("mirror", "")),
+                        tuple(str(p) for p in data["packages"]),
+                        {str(k): str(v) for k, v in data.get("files", {}).items()},
+                        int(img.get("size_mb", 1024)), tuple(img.get("prune", ())))
+    except KeyError as e:
+        raise UserError(f"image recipe {path}: missing key {e.args[0]!r}") from e
+    for src in recipe.files:
+        if not (path.parent / src).is_file():
+            raise UserError(f"image recipe {path}: files.{src}: no such file")
+    return recipe
+
+
+def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image:
+    """Build (or reuse) the base image for a recipe."""
+    recipe = load_recipe(recipe_name)
+    final = cache.cache_root() / "images" / f"{recipe.name}-{recipe.key()}"
+    if (final / "rootfs.sha256").exists() and not force:
+        log.info("image cache hit: %s", final)
+        return Image(final, recipe.name)
+    if os.geteuid() != 0:
+        raise ImageError("building the guest image needs root (mmdebstrap into a directory "
+                         "and mkfs.ext4 -d keep file ownership): run as root or with sudo")
+    work = final.with_name(final.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    root = work / "root"
+    _mmdebstrap(recipe, root, work / "mmdebstrap.log")
+    _install_files(recipe, root)
+    _install_keys(root, work)
+    _make_disk(recipe, root, work)
+    shutil.rmtree(root)
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    return Image(final, recipe.name)
+
+
+def _mmdebstrap(recipe: Recipe, root: Path, log_path: Path) -> None:
+    argv = ["mmdebstrap", "--mode=root", f"--variant={recipe.variant}",
+            "--include=" + ",".join(recipe.packages), "--skip=check/empty",
+            recipe.suite, str(root)]
+    if recipe.mirror:
+        argv.append(recipe.mirror)
+    log.info("mmdebstrap %s into %s", recipe.suite, root)
+    proc.run(argv, log_path=log_path, timeout=1800, keep_output=False, error=ImageError)
+
+
+def _install_files(recipe: Recipe, root: Path) -> None:
+    for src, dest in recipe.files.items():
+        target = root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(recipe.path.parent / src, target)
+    for d in recipe.prune:
+        shutil.rmtree(root / d.lstrip("/"), ignore_errors=True)
+    (root / "run/sshd").mkdir(parents=True, exist_ok=True)
+    (root / "etc/hostname").write_text("thpvm\n")
+
+
+def _install_keys(root: Path, work: Path) -> None:
+    """Per-image client key pair (0600) and the guest's host key, generated now."""
+    ssh = root / "etc/ssh"
+    for old in ssh.glob("ssh_host_*"):
+        old.unlink()
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "thpvm-host-key",
+              "-f", ssh / "ssh_host_ed25519_key"], error=ImageError)
+    shutil.copy2(ssh / "ssh_host_ed25519_key.pub", work / "ssh_host_ed25519_key.pub")
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "thpvm",
+              "-f", work / "id_ed25519"], error=ImageError)
+    os.chmod(work / "id_ed25519", 0o600)
+    dot_ssh = root / "root/.ssh"
+    dot_ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copy2(work / "id_ed25519.pub", dot_ssh / "authorized_keys")
+
+
+def _make_disk(recipe: Recipe, root: Path, work: Path) -> None:
+    raw = work / "rootfs.raw"
+    proc.run([sbin_tool("mkfs.ext4"), "-q", "-F", "-L", "thpvm-root", "-d", root, raw,
+              f"{recipe.size_mb}M"], error=ImageError)
+    qcow2 = work / "rootfs.qcow2"
+    proc.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], error=ImageError)
+    raw.unlink()
+    os.chmod(qcow2, 0o444)
+    (work / "rootfs.sha256").write_text(f"{sha256_file(qcow2)}  rootfs.qcow2\n")
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_overlay(image: Image, run_dir: Path) -> Path:
+    """A qcow2 overlay of the base image in the run directory (the base is never written)."""
+    overlay = run_dir / "rootfs-overlay.qcow2"
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+              image.qcow2, overlay], error=ImageError)
+    return overlay
+
+
+def make_swap(run_dir: Path, size_mb: int) -> Path:
+    """A fresh sparse swap disk (mkswap on the host: no exec in the guest)."""
+    swap = run_dir / "swap.img"
+    with open(swap, "wb") as fh:
+        fh.truncate(size_mb << 20)
+    proc.run([sbin_tool("mkswap"), "-q", swap], error=ImageError)
+    return swap
+
+
+def sbin_tool(name: str) -> str:
+    """A tool from /usr/sbin or /sbin, which a non-root user's PATH may lack."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    return found or name

@@ -1,0 +1,366 @@
+"""The main job: build (or reuse) kernel and image, boot, run the khugepaged
+selftest and the workloads, collect counters, compare with the model, and end
+with result.json / junit.xml / report.html and an exit code.
+
+`run_vm_test` is what `thpvm vm-test`, `thpvm bisect-step` and `thpvm validate`
+call. It returns exit code 0 (all passed and matched) or 1 (a test failed, a
+workload mismatched, or the kernel crashed during a test) and raises
+UserError / InfraError otherwise, after writing what the run produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__, cache
+from orchestrator.build import image, kernel
+from orchestrator.errors import (
+    EXIT_OK,
+    EXIT_TEST_FAILED,
+    GuestError,
+    GuestTimeout,
+    ThpvmError,
+    UserError,
+)
+from orchestrator.machine import qemu, session
+from orchestrator.report.progress import Progress
+from orchestrator.suites.selftest import runner as selftest
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = {"serial_log": "serial.log", "dmesg": "dmesg.txt", "config": "config",
+             "counters": "counters.json"}
+
+
+
+@dataclass
+class VmTestRequest:
+    """What to test: the kernel (tree, rev, fragments), the suite, where to write."""
+
+    tree: Path | None = None
+    rev: str | None = None
+    fragments: list[Path] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
+    suite: list[str] = field(default_factory=lambda: ["selftest", "workloads"])
+    out: Path | None = None
+    accel: str = "auto"
+    append: str = ""
+    jobs: int | None = None
+    workload_files: list[Path] = field(default_factory=list)
+    patches: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class VmTestOutcome:
+    """The verdict of a run: its exit code, run directory and result dict."""
+
+    exit_code: int
+    run_dir: Path
+    result: dict[str, Any]
+
+
+@dataclass
+class Suite:
+    """Which parts to run. None = not at all."""
+
+    selftest: list[str] | str | None = None  # "default", "full" or invocation ids
+    workloads: list[str] | str | None = None  # "builtin" or names
+
+
+def parse_suite(items: list[str]) -> Suite:
+    """Parse --suite values: selftest, selftest-full, selftest:ID,..., workloads,
+    workloads:NAME,..., all (= selftest + workloads)."""
+    s = Suite()
+    for item in ",".join(items).replace(" ", "").split(","):
+        if not item:
+            continue
+        name, _, rest = item.partition(":")
+        if rest and name in ("all", "selftest-full"):
+            raise UserError(f"--suite {item}: {name} takes no ':' list")
+        if name == "all":
+            s.selftest, s.workloads = "default", "builtin"
+        elif name == "selftest" and rest:
+            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + rest.split("+")
+        elif name in ("selftest", "selftest-full"):
+            s.selftest = "full" if name.endswith("full") else "default"
+        elif name == "workloads" and rest:
+            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) + rest.split("+")
+        elif name == "workloads":
+            s.workloads = "builtin"
+        else:
+            raise UserError(f"--suite {item}: expected selftest, selftest-full, "
+                            "selftest:ID[+ID], workloads, workloads:NAME[+NAME] or all")
+    return s
+
+
+class Run:
+    """The run directory and the result being assembled in it."""
+
+    def __init__(self, out: Path | None, display: Progress | None) -> None:
+        self.dir = out if out else cache.new_run_dir("vm-test")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.display = display
+        self.progress: Callable[[str], None] = display.update if display else (lambda t: None)
+        self.durations: dict[str, float] = {}
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.meta: dict[str, Any] = {
+            "tree": "", "tree_kind": "plain", "revision": None, "kernel_release": "",
+            "config_hash": "", "kernel_key": "", "image_hash": "", "qemu_version": "",
+            "accel": "tcg", "accel_reason": "", "host": socket.gethostname(),
+            "thpvm_version": __version__, "started": self.started, "finished": "",
+            "durations": self.durations,
+        }
+        self.selftest: dict[str, Any] | None = None
+        self.workloads: list[dict[str, Any]] = []
+        self.counters: dict[str, Any] = {"before": {}, "after": {}, "delta": {}}
+        self.series: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage into metadata.durations (and show it on the display)."""
+        start = time.monotonic()
+        try:
+            if self.display is None:
+                yield
+            else:
+                with self.display.stage(name):
+                    yield
+        finally:
+            self.durations[name] = round(self.durations.get(name, 0) + time.monotonic() - start, 2)
+
+
+def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestOutcome:
+    """Run the whole job; see the module docstring for the exit-code contract.
+    `progress` is a display for stage lines and a moving status line, or None."""
+    suite = parse_suite(req.suite)
+    run = Run(req.out, progress)
+    try:
+        _pipeline(req, suite, run)
+    except ThpvmError as e:
+        verdict = "bad-input" if isinstance(e, UserError) else "could-not-test"
+        _finish(run, verdict, e.exit_code, e.message, e.detail)
+        raise
+    code = EXIT_TEST_FAILED if run.failures else EXIT_OK
+    verdict = "fail" if run.failures else "pass"
+    reason = "; ".join(run.failures) if run.failures else "every test passed and matched"
+    result = _finish(run, verdict, code, reason)
+    return VmTestOutcome(code, run.dir, result)
+
+
+def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
+    with run.stage("build"):
+        kreq = kernel.KernelRequest(req.tree, req.rev, req.fragments, req.configs, req.jobs,
+                                    req.patches)
+        art = kernel.build_kernel(kreq, run.progress)
+        run.meta.update(tree=str(art.tree.path), tree_kind=art.tree.kind,
+                        revision=art.tree.revision, kernel_release=art.release,
+                        config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
+        (run.dir / "config").write_text(art.config.read_text())
+        invocations, st_bin = _prepare_selftest(art, suite)
+        workloads = _prepare_workloads(suite, req.workload_files)
+    with run.stage("image"):
+        img = image.build_image()
+        run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
+    if run.display:
+        run.display.message("[boot] booting the guest")
+    with session.guest(art.bzimage, img, run.dir, req.accel, req.append) as g:
+        if run.display:
+            run.display.message(f"[boot] {g.accel} guest ready in {g.boot_seconds:.1f} s, "
+                                f"SSH in {g.ssh_seconds:.1f} s ({g.accel_reason})")
+        run.durations["boot"] = round(g.boot_seconds + g.ssh_seconds, 2)
+        run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
+                        boot_seconds=round(g.boot_seconds, 2),
+                        ssh_seconds=round(g.ssh_seconds, 2))
+        before = _snapshot(g)
+        try:
+            if invocations:
+                with run.stage("selftest"), _sampling(g, run, "selftest"):
+                    _run_selftest(g, st_bin, invocations, run, before)
+            if workloads and not run.meta.get("crashed"):
+                with run.stage("workloads"):
+                    _run_workloads(g, workloads, run)
+        finally:
+            _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
+            run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
+
+
+@contextmanager
+def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
+    """A 250 ms counter time series in the guest while the block runs (not during
+    workloads: their checkpoints are their time series, and the sampler's processes
+    would perturb the timing the model reasons about)."""
+    from orchestrator.suites import counters
+
+    sampler = counters.start_sampler(g.shell)
+    try:
+        yield
+    finally:
+        if _kernel_crash(g) is None and g.vm.alive():
+            try:
+                run.series[label] = counters.stop_sampler(g.shell, sampler)
+            except (GuestError, counters.CounterFormatError) as e:
+                log.warning("counter time series lost: %s", e.message)
+
+
+def _snapshot(g: session.Guest) -> Any:
+    from orchestrator.suites import counters
+
+    if g.vm.crash() is not None:
+        return None
+    try:
+        return counters.snapshot(g.shell)
+    except GuestError as e:
+        log.warning("counter snapshot failed: %s", e.message)
+        return None
+
+
+def _record_counters(run: Run, before: Any, after: Any) -> None:
+    from orchestrator.suites import counters
+
+    if before is None or after is None:
+        return
+    delta = counters.delta(before, after)
+    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
+    deltas = {"run": delta}
+    for inv in (run.selftest or {}).get("invocations", []):
+        deltas["selftest " + " ".join(inv["argv"][1:])] = inv["counter_deltas"]
+    counters.write_counters_json(run.dir / "counters.json",
+                                 {"before": before, "after": after}, deltas, run.series)
+
+
+def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
+                      ) -> tuple[list[selftest.Invocation], Path | None]:
+    if suite.selftest is None:
+        return [], None
+    iface = selftest.detect_interface(art.tree.path)
+    matrix = selftest.load_matrix()
+    if suite.selftest == "default":
+        ids: list[str] | None = selftest.default_ids(matrix, art.tree.path, iface)
+    elif suite.selftest == "full":
+        ids = None
+    else:
+        ids = list(suite.selftest)
+    return selftest.select(matrix, iface, ids), selftest.build_selftest(art)
+
+
+def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selftest.Invocation],
+                  run: Run, before: Any) -> None:
+    from orchestrator.suites import counters
+    from orchestrator.suites.selftest import output as selftest_output
+
+    assert binary is not None
+    selftest.prepare_guest(g.shell, binary)
+    results, parsed_runs = [], []
+    for inv in invocations:
+        run.progress(f"selftest {inv.id}")
+        outcome = _invoke(g, inv, before)
+        before = outcome.after  # back to back: the next invocation's starting point
+        log_name = f"selftest-{inv.id}.log"
+        (run.dir / log_name).write_text(outcome.output)
+        parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
+        parsed_runs.append(parsed)
+        entry = parsed.to_invocation_json()
+        entry.update(duration=round(outcome.duration, 2), log=log_name,
+                     counter_deltas=counters.delta(outcome.before, outcome.after)
+                     if outcome.before and outcome.after else {})
+        if outcome.error:
+            entry["status"] = "crash"
+        results.append(entry)
+        if entry["status"] in ("fail", "crash"):
+            run.failures.append(f"selftest {' '.join(outcome.argv)}: {entry['status']}"
+                                + (f" ({outcome.error})" if outcome.error else ""))
+        if outcome.error:
+            run.meta["crashed"] = True
+            break
+    run.selftest = {"invocations": results,
+                    "summary": selftest_output.summarize(parsed_runs)}
+
+
+def _invoke(g: session.Guest, inv: selftest.Invocation,
+            before: Any = None) -> selftest.InvocationOutcome:
+    """One invocation; a kernel crash during it becomes a failed outcome, not an error."""
+    start = time.monotonic()
+    try:
+        outcome = selftest.run_invocation(g.shell, inv, before)
+    except GuestError as e:
+        crash = g.diagnose_lost()
+        if crash is not None:
+            why = f"kernel {crash.kind}: {crash.lines[0]}"
+        elif isinstance(e, GuestTimeout):
+            why = e.message  # the guest answers but the test never finished: a failure
+        else:
+            raise  # connection lost, no kernel crash, QEMU gone: infrastructure
+        return selftest.InvocationOutcome(inv, selftest.guest_argv(inv), None, e.detail,
+                                          time.monotonic() - start, error=why)
+    crash = _kernel_crash(g)
+    if crash is not None:
+        outcome.error = f"kernel {crash.kind}: {crash.lines[0]}"
+    return outcome
+
+
+def _kernel_crash(g: session.Guest) -> Any:
+    """A panic/oops/lockup the console saw (QEMU merely exiting is not a kernel crash)."""
+    return g.vm.console.severe() if g.vm.console else None
+
+
+def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
+    if suite.workloads is None and not files:
+        return []
+    from orchestrator.suites.workloads import runner as workload_suite
+
+    specs = workload_suite.select(suite.workloads, files)
+    if specs:
+        workload_suite.prepare_driver()
+    return specs
+
+
+def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
+    from orchestrator.suites.workloads import runner as workload_suite
+
+    remote = workload_suite.upload(g.shell)
+    for spec in specs:
+        run.progress(f"workload {spec.name}")
+        try:
+            entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
+                                           remote, run.meta["kernel_release"])
+        except GuestError as e:
+            if _kernel_crash(g) is None and not g.vm.alive():
+                raise  # guest gone without a kernel crash: infrastructure
+            entry = workload_suite.error_entry(spec, f"{e.message}\n{e.detail}".strip())
+        run.workloads.append(entry)
+        if entry["verdict"] != "match":
+            run.failures.append(f"workload {spec.name}: {entry['verdict']}")
+        if _kernel_crash(g) is not None:
+            run.failures.append(f"kernel crashed during workload {spec.name}")
+            run.meta["crashed"] = True
+            break
+
+
+def _finish(run: Run, verdict: str, code: int, reason: str, detail: str = "") -> dict[str, Any]:
+    from orchestrator.report import render as report
+
+    run.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run.meta.pop("crashed", None)
+    artifacts = {key: name for key, name in ARTIFACTS.items() if (run.dir / name).exists()}
+    result: dict[str, Any] = {
+        "schema_version": 1, "run_id": run.dir.name, "verdict": verdict, "exit_code": code,
+        "reason": reason, "metadata": run.meta, "workloads": run.workloads,
+        "counters": run.counters, "console": {"events": run.events},
+        "artifacts": artifacts,
+    }
+    if detail:
+        result["detail"] = detail
+    if run.selftest is not None:
+        result["selftest"] = run.selftest
+    report.write_reports(run.dir, result)
+    return result
+

@@ -1,0 +1,191 @@
+"""The kernel's khugepaged selftest: build it from the tree, run its matrix, parse.
+
+The binary is built statically on the host through the tree's own selftest
+Makefile, against the kernel build's `make headers` output, in a scratch copy
+of `tools/` (the Makefile writes generated headers into its source directory,
+and a user's tree is never dirtied). It is cached beside the kernel artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import proc
+from orchestrator.build.kernel import KernelArtifacts
+from orchestrator.data import SELFTEST_MATRIX
+from orchestrator.errors import BuildError, GuestError, UserError
+from orchestrator.machine.guest import GuestShell
+from orchestrator.suites import counters
+
+log = logging.getLogger(__name__)
+
+MATRIX_FILE = SELFTEST_MATRIX
+GUEST_BIN = "/root/khugepaged"
+GUEST_FILEDIR = "/root/thpvm-file-thp"
+RUN_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What the tree's selftest understands."""
+
+    subdir: str  # "mm" (6.3+) or "vm" (6.1/6.2)
+    features: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One run of the selftest binary."""
+
+    id: str
+    args: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class InvocationOutcome:
+    """What one invocation produced (raw; parsed by selftest_output)."""
+
+    invocation: Invocation
+    argv: list[str]
+    exit_code: int | None
+    output: str
+    duration: float
+    before: counters.Snapshot | None = None
+    after: counters.Snapshot | None = None
+    error: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def detect_interface(tree: Path) -> Interface:
+    """Find the selftest and the interface it offers; a tree without one is a UserError."""
+    for subdir in ("mm", "vm"):
+        src = tree / "tools/testing/selftests" / subdir / "khugepaged.c"
+        if src.is_file():
+            text = src.read_text(errors="replace")
+            feats = set()
+            if "parse_test_type" in text:
+                feats.add("ctx-mem")
+            if "case 's'" in text:
+                feats.add("order")
+            return Interface(subdir, frozenset(feats))
+    raise UserError(f"{tree}: no tools/testing/selftests/{{mm,vm}}/khugepaged.c "
+                    "(tree too old or too new for thpvm's selftest support)")
+
+
+def load_matrix(path: Path = MATRIX_FILE) -> list[Invocation]:
+    """The invocation matrix from its TOML file."""
+    try:
+        data = tomllib.loads(path.read_text())
+        return [Invocation(str(i["id"]), tuple(i.get("args", ())), tuple(i.get("needs", ())))
+                for i in data["invocation"]]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"selftest matrix {path}: {e}") from e
+
+
+_RUNNER_LINE = re.compile(r'CATEGORY="thp"\s+run_test\s+\./khugepaged\b([^\n#]*)')
+
+
+def runner_args(tree: Path, iface: Interface) -> list[tuple[str, ...]] | None:
+    """Argument lists the tree's run_vmtests.sh uses for khugepaged (None: no runner)."""
+    script = tree / "tools/testing/selftests" / iface.subdir / "run_vmtests.sh"
+    if not script.is_file():
+        return None
+    found = [tuple(shlex.split(m.group(1))) for m in _RUNNER_LINE.finditer(script.read_text())]
+    return found or None
+
+
+def default_ids(matrix: list[Invocation], tree: Path, iface: Interface) -> list[str]:
+    """The invocations the tree's own runner runs (all anon-only ones if it has none)."""
+    wanted = runner_args(tree, iface)
+    if wanted is None:
+        return [i.id for i in matrix if not any(":" in a for a in i.args)]  # anon only
+    return [i.id for i in matrix if i.args in wanted]
+
+
+def select(matrix: list[Invocation], iface: Interface, ids: list[str] | None) -> list[Invocation]:
+    """Invocations the tree supports, optionally narrowed to `ids` (unknown id: UserError)."""
+    if ids:
+        known = {i.id for i in matrix}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise UserError(f"unknown selftest invocation(s) {unknown}; known: {sorted(known)}")
+        matrix = [i for i in matrix if i.id in ids]
+    chosen = [i for i in matrix if set(i.needs) <= iface.features]
+    for i in matrix:
+        if i not in chosen:
+            log.info("selftest %s skipped: this tree's selftest lacks %s", i.id,
+                     sorted(set(i.needs) - iface.features))
+    return chosen
+
+
+def build_selftest(art: KernelArtifacts) -> Path:
+    """Build (or reuse) the static khugepaged binary for a kernel build."""
+    out = art.dir / "selftest"
+    binary = out / "khugepaged"
+    if binary.is_file():
+        return binary
+    tree = art.tree.path
+    iface = detect_interface(tree)
+    scratch = art.dir / "selftest-src"
+    shutil.rmtree(scratch, ignore_errors=True)
+    _scratch_tree(tree, scratch)
+    tmp_out = art.dir / "selftest.partial"
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    tmp_out.mkdir()
+    sdir = scratch / "tools/testing/selftests" / iface.subdir
+    kselftest_h = scratch / "tools/testing/selftests/kselftest.h"
+    proc.run(["make", "-C", sdir, f"OUTPUT={tmp_out}",
+              f"KHDR_INCLUDES=-isystem {art.headers / 'usr/include'}",
+              # -include: some stable trees use KSFT_SKIP without including kselftest.h
+              f"EXTRA_CFLAGS=-static -include {kselftest_h}", f"{tmp_out}/khugepaged"],
+             log_path=art.dir / "selftest-build.log", error=BuildError)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp_out.rename(out)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return binary
+
+
+def _scratch_tree(tree: Path, scratch: Path) -> None:
+    """`tools/` hard-linked (cheap, and new files land only in the copy), the rest symlinked."""
+    scratch.mkdir(parents=True)
+    proc.run(["cp", "-al", tree / "tools", scratch / "tools"], error=BuildError)
+    for entry in tree.iterdir():
+        if entry.name not in ("tools", ".git"):
+            os.symlink(entry, scratch / entry.name)
+
+
+def prepare_guest(shell: GuestShell, binary: Path) -> None:
+    """Upload the binary and create the directory for the file memory type."""
+    shell.put(binary, GUEST_BIN)
+    res = shell.run(f"mkdir -p {GUEST_FILEDIR}", timeout=30)
+    if not res.ok:
+        raise GuestError(f"could not create {GUEST_FILEDIR} in the guest: {res.stderr}")
+
+
+def guest_argv(inv: Invocation) -> list[str]:
+    """The command line of an invocation in the guest."""
+    return ["./khugepaged", *(a.replace("{filedir}", GUEST_FILEDIR) for a in inv.args)]
+
+
+def run_invocation(shell: GuestShell, inv: Invocation,
+                   before: counters.Snapshot | None = None) -> InvocationOutcome:
+    """Run one invocation with counter snapshots around it. `before` may be a snapshot
+    just taken (the previous invocation's `after`), saving a guest command."""
+    argv = guest_argv(inv)
+    if before is None:
+        before = counters.snapshot(shell)
+    start = time.monotonic()
+    res = shell.run(f"cd /root && {shlex.join(argv)} 2>&1", timeout=RUN_TIMEOUT)
+    duration = time.monotonic() - start
+    after = counters.snapshot(shell)
+    log.info("selftest %s: exit %d in %.1f s", inv.id, res.exit_code, duration)
+    return InvocationOutcome(inv, argv, res.exit_code, res.stdout, duration, before, after)

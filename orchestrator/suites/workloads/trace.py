@@ -1,0 +1,393 @@
+"""tracefs `huge_memory` events: parse /sys/kernel/tracing/trace and place them on PMDs.
+
+Line shape (default trace options; optional ``(tgid)`` column; the irq-flags
+column may be absent)::
+
+    khugepaged-35  [001] .....   152.123456: mm_khugepaged_scan_pmd: mm=00000000a1b2c3d4, \
+scan_pfn=0x11a200, writable=1, referenced=512, none_or_zero=0, status=succeeded, unmapped=0
+
+Event bodies (6.12, include/trace/events/huge_memory.h):
+
+* mm_khugepaged_scan_pmd: mm, scan_pfn, writable, referenced, none_or_zero, status, unmapped
+* mm_collapse_huge_page: mm, isolated, status
+* mm_collapse_huge_page_isolate: scan_pfn, none_or_zero, referenced, writable, status
+* mm_collapse_huge_page_swapin: mm, swapped_in, referenced, ret
+
+Timestamps: tracefs prints microseconds rounded to the nearest (``ns2usecs``
+adds 500 ns before dividing), so an event printed ``T.tttttt`` happened in
+[T - 500 ns, T + 500 ns); `TraceEvent.earliest_ns` / `latest_ns` are those
+bounds, and every comparison with a driver timestamp (CLOCK_MONOTONIC, the same
+clock as the ``mono`` trace clock the driver selects) uses them.
+
+A scan_pfn of 0xffffffffffffffff (no page looked at) becomes None. The events
+carry no virtual address, so `locate_scans` places each scan_pmd event on a
+(process, region, PMD) with, in order of trust (each process's beacon event is
+kept as a ``beacon`` entry, unplaced: it names the process's mm):
+
+* ``pfn``: scan_pfn found in the driver's pagemap snapshot taken before the step;
+* ``madvise``: an event of the driver's own pid (MADV_COLLAPSE) during a collapse
+  step: the n-th event is the n-th fully covered 2 MiB block of the call ranges;
+* ``only``: the mm (named by the driver's beacon event) has one candidate PMD;
+* ``order``: khugepaged walks a process's PMDs in address order, so an unplaced
+  event follows the previous placed one of the same mm (checked against the next
+  ``pfn`` placement; the chain is dropped when they disagree).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from orchestrator.spec import PAGE_SIZE, PMD_PAGES, PMD_SIZE
+from orchestrator.suites.workloads.observation import Checkpoint, Observation, PfnMap
+
+log = logging.getLogger(__name__)
+
+SCAN_PMD = "mm_khugepaged_scan_pmd"
+COLLAPSE = "mm_collapse_huge_page"
+ISOLATE = "mm_collapse_huge_page_isolate"
+SWAPIN = "mm_collapse_huge_page_swapin"
+NO_PFN = 0xFFFFFFFFFFFFFFFF
+
+#: 6.12 SCAN_STATUS table: trace text -> result name used by the model (SCAN_ prefix dropped)
+STATUS_NAMES: dict[str, str] = {
+    "failed": "FAIL", "succeeded": "SUCCEED", "pmd_null": "PMD_NULL", "pmd_none": "PMD_NONE",
+    "page_pmd_mapped": "PMD_MAPPED", "exceed_none_pte": "EXCEED_NONE_PTE",
+    "exceed_swap_pte": "EXCEED_SWAP_PTE", "exceed_shared_pte": "EXCEED_SHARED_PTE",
+    "pte_non_present": "PTE_NON_PRESENT", "pte_uffd_wp": "PTE_UFFD_WP",
+    "pte_mapped_hugepage": "PTE_MAPPED_HUGEPAGE", "no_writable_page": "PAGE_RO",
+    "lack_referenced_page": "LACK_REFERENCED_PAGE", "page_null": "PAGE_NULL",
+    "scan_aborted": "SCAN_ABORT", "not_suitable_page_count": "PAGE_COUNT",
+    "page_not_in_lru": "PAGE_LRU", "page_locked": "PAGE_LOCK", "page_not_anon": "PAGE_ANON",
+    "page_compound": "PAGE_COMPOUND", "no_process_for_page": "ANY_PROCESS",
+    "vma_null": "VMA_NULL", "vma_check_failed": "VMA_CHECK",
+    "not_suitable_address_range": "ADDRESS_RANGE",
+    "could_not_delete_page_from_lru": "DEL_PAGE_LRU",
+    "alloc_huge_page_failed": "ALLOC_HUGE_PAGE_FAIL",
+    "ccgroup_charge_failed": "CGROUP_CHARGE_FAIL", "truncated": "TRUNCATED",
+    "page_has_private": "PAGE_HAS_PRIVATE", "store_failed": "STORE_FAILED",
+    "copy_poisoned_page": "COPY_MC", "page_filled": "PAGE_FILLED",
+}
+
+_LINE_RE = re.compile(
+    r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:(?P<flags>[^\s:]+)\s+)?(?P<sec>\d+)\.(?P<frac>\d+):\s+(?P<event>\w+):\s?(?P<body>.*)$")
+_LOST_RE = re.compile(r"^\s*CPU:\s*\d+\s+\[LOST\s+(\d+)\s+EVENTS\]")
+_FIELD_RE = re.compile(r"^(\w+)=(\S*)$")
+_INT_FIELDS = {"writable", "referenced", "none_or_zero", "unmapped", "isolated",
+               "swapped_in", "ret"}
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One huge_memory event. `fields` holds ints (counts, pfn) and strings
+    (mm, status: the SCAN_* name without prefix, or the raw text if unknown).
+    `time_ns` is the printed timestamp, `precision_ns` the unit of its last digit."""
+
+    line_no: int
+    task: str
+    pid: int
+    cpu: int
+    time_ns: int
+    name: str
+    fields: dict[str, int | str | None]
+    precision_ns: int = 1000
+
+    @property
+    def earliest_ns(self) -> int:
+        """The earliest real time the printed (rounded) timestamp allows."""
+        return self.time_ns - self.precision_ns // 2
+
+    @property
+    def latest_ns(self) -> int:
+        """The latest real time the printed (rounded) timestamp allows (inclusive)."""
+        return self.time_ns + (self.precision_ns - 1) // 2
+
+    @property
+    def status(self) -> str | None:
+        s = self.fields.get("status")
+        return s if isinstance(s, str) else None
+
+    @property
+    def mm(self) -> str | None:
+        m = self.fields.get("mm")
+        return m if isinstance(m, str) else None
+
+    @property
+    def scan_pfn(self) -> int | None:
+        p = self.fields.get("scan_pfn")
+        return p if isinstance(p, int) else None
+
+
+@dataclass
+class Trace:
+    """Parsed trace: events in file order, lines not understood, lost-event count."""
+
+    events: list[TraceEvent] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)
+    lost_events: int = 0
+
+    def named(self, name: str) -> list[TraceEvent]:
+        return [e for e in self.events if e.name == name]
+
+
+def _field_value(key: str, raw: str) -> int | str | None:
+    if key == "scan_pfn":
+        v = int(raw, 16) if raw.lower().startswith("0x") else int(raw, 10)
+        return None if v == NO_PFN else v
+    if key in _INT_FIELDS:
+        return int(raw, 10)
+    if key == "status":
+        return STATUS_NAMES.get(raw, raw)
+    return raw
+
+
+def parse_body(body: str) -> dict[str, int | str | None]:
+    """``k=v, k=v`` -> dict; ValueError on a part without ``=`` or a bad number."""
+    out: dict[str, int | str | None] = {}
+    for part in body.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = _FIELD_RE.match(part)
+        if not m:
+            raise ValueError(f"field {part[:40]!r} is not key=value")
+        out[m.group(1)] = _field_value(m.group(1), m.group(2))
+    return out
+
+
+def parse_line(line: str, line_no: int = 0) -> TraceEvent | None:
+    """One trace line -> TraceEvent, or None when it is not an event line
+    (ValueError when it looks like one but its body is malformed)."""
+    m = _LINE_RE.match(line)
+    if not m:
+        return None
+    digits = m.group("frac")[:9]
+    time_ns = int(m.group("sec")) * 1_000_000_000 + int(digits.ljust(9, "0"))
+    return TraceEvent(line_no, m.group("task").strip(), int(m.group("pid")), int(m.group("cpu")),
+                      time_ns, m.group("event"), parse_body(m.group("body")),
+                      10 ** (9 - len(digits)))
+
+
+def parse_trace(text: str, names: Iterable[str] = (SCAN_PMD, COLLAPSE, ISOLATE, SWAPIN)) -> Trace:
+    """Parse a tracefs `trace` file; never raises. Events not in `names` are skipped."""
+    wanted = set(names)
+    trace = Trace()
+    for no, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        lost = _LOST_RE.match(line)
+        if lost:
+            trace.lost_events += int(lost.group(1))
+            continue
+        try:
+            ev = parse_line(line, no)
+        except (ValueError, OverflowError) as e:
+            trace.unparsed.append(f"line {no}: {e}: {line[:160]}")
+            continue
+        if ev is None:
+            trace.unparsed.append(f"line {no}: not an event line: {line[:160]}")
+        elif ev.name in wanted:
+            trace.events.append(ev)
+    return trace
+
+
+# --------------------------------------------------------------------------- placement
+
+
+@dataclass(frozen=True)
+class PmdScan:
+    """A scan_pmd event placed on a PMD (proc/region/pmd None when it could not be)."""
+
+    event: TraceEvent
+    source: str  # "khugepaged" | "madvise" | "beacon"
+    proc: str | None
+    region: str | None
+    pmd: int | None
+    address: int | None
+    located_by: str  # "pfn" | "madvise" | "only" | "order" | "none" (and "beacon")
+
+    @property
+    def status(self) -> str | None:
+        return self.event.status
+
+
+@dataclass
+class _Layout:
+    """Region starts and per-snapshot pfn lookup tables from one observation."""
+
+    starts: dict[str, int]
+    # (time, pfn -> [(proc, region, page)]): a page shared after fork has two owners
+    snapshots: list[tuple[int, dict[int, list[tuple[str, str, int]]]]]
+
+    def pmd_of(self, region: str, page: int) -> int:
+        return (self.starts[region] % PMD_SIZE // PAGE_SIZE + page) // PMD_PAGES
+
+    def address(self, region: str, pmd: int) -> int:
+        return (self.starts[region] // PMD_SIZE + pmd) * PMD_SIZE
+
+    def find_pfn(self, pfn: int, time_ns: int, owner: str | None) -> tuple[str, str, int] | None:
+        """The (proc, region, page) mapping `pfn` in the latest snapshot before
+        `time_ns` that has it; `owner` (the mm's process, if known) breaks ties."""
+        times = [t for t, _ in self.snapshots]
+        i = bisect.bisect_right(times, time_ns) - 1
+        for _, table in reversed(self.snapshots[: i + 1] if i >= 0 else []):
+            hits = [h for h in table.get(pfn, []) if owner is None or h[0] == owner]
+            if len({h[0] for h in hits}) == 1:
+                return hits[0]
+            if hits:
+                return None  # shared page, owner unknown: ambiguous
+        return None
+
+
+def _layout(obs: Observation) -> _Layout:
+    groups: dict[int, list[PfnMap]] = {}
+    for m in obs.pfn_maps:
+        groups.setdefault(m.step, []).append(m)
+    snaps = []
+    for maps in groups.values():
+        table: dict[int, list[tuple[str, str, int]]] = {}
+        for m in maps:
+            for page, pfn, count in m.runs:
+                for i in range(min(count, 1 << 20)):
+                    table.setdefault(pfn + i, []).append((m.proc, m.region, page + i))
+        snaps.append((min(m.time_ns for m in maps), table))
+    snaps.sort(key=lambda s: s[0])
+    return _Layout(dict(obs.regions), snaps)
+
+
+def _candidates(obs: Observation, lay: _Layout, proc: str, time_ns: int) -> list[tuple[str, int]]:
+    """THP-eligible full PMD blocks of `proc`'s regions at the checkpoint nearest `time_ns`."""
+    cps = [c for c in obs.checkpoints if proc in c.procs]
+    if not cps:
+        return []
+    cp: Checkpoint = min(cps, key=lambda c: abs(c.time_ns - time_ns))
+    out = []
+    for name, sample in cp.procs[proc].items():
+        for v in sample.vmas:
+            if not v.thp_eligible:
+                continue
+            first = -(-v.start // PMD_SIZE) * PMD_SIZE
+            for addr in range(first, v.end - PMD_SIZE + 1, PMD_SIZE):
+                out.append((addr, name, addr // PMD_SIZE - lay.starts[name] // PMD_SIZE))
+    return [(n, k) for _, n, k in sorted(out)]
+
+
+def _mm_owners(trace: Trace, obs: Observation) -> dict[str, str]:
+    """mm hash -> proc, from each beacon's scan_pmd event (driver pid, right after the beacon)."""
+    owners: dict[str, str] = {}
+    for proc, (pid, t) in obs.beacons.items():
+        for ev in trace.named(SCAN_PMD):
+            if ev.pid == pid and ev.mm and ev.earliest_ns <= t:
+                owners.setdefault(ev.mm, proc)
+                break
+    return owners
+
+
+def _madvise_blocks(obs: Observation, lay: _Layout) -> list[tuple[int, int, str, str, list[int]]]:
+    """(t_start, t_end, proc, region, pmds in walk order) for each MADV_COLLAPSE step."""
+    out = []
+    prev_t = 0
+    for st in obs.steps:
+        region = st.region
+        if st.op == "madvise" and st.calls and region in lay.starts:
+            pmds = []
+            for c in st.calls:
+                lo = lay.starts[region] + c.first * PAGE_SIZE
+                hi = lay.starts[region] + (c.last + 1) * PAGE_SIZE
+                first = -(-lo // PMD_SIZE)
+                pmds += [a - lay.starts[region] // PMD_SIZE for a in range(first, hi // PMD_SIZE)]
+            out.append((prev_t, st.time_ns, st.proc, region, pmds))
+        prev_t = st.time_ns or prev_t
+    return out
+
+
+def locate_scans(trace: Trace, obs: Observation) -> list[PmdScan]:
+    """Place every scan_pmd event of the workload's processes on a PMD (see module doc).
+
+    Events of other processes (khugepaged scanning unrelated mms) are dropped; the
+    beacon event of each workload process is kept (source and located_by "beacon").
+    """
+    lay = _layout(obs)
+    owners = _mm_owners(trace, obs)
+    pid_proc = {pid: p for p, pid in obs.pids.items()}
+    beacon_times = {pid: t for pid, t in obs.beacons.values()}
+    madv = _madvise_blocks(obs, lay)
+    out: list[PmdScan] = []
+    used: dict[int, int] = {}
+    for ev in trace.named(SCAN_PMD):
+        if ev.pid in pid_proc:
+            if ev.earliest_ns <= beacon_times.get(ev.pid, -1):
+                out.append(PmdScan(ev, "beacon", pid_proc[ev.pid], None, None, None, "beacon"))
+                continue
+            out.append(_place_madvise(ev, pid_proc[ev.pid], madv, used, lay))
+            continue
+        proc = owners.get(ev.mm or "")
+        hit = lay.find_pfn(ev.scan_pfn, ev.time_ns, proc) if ev.scan_pfn is not None else None
+        if hit is not None:
+            p, region, page = hit
+            pmd = lay.pmd_of(region, page)
+            out.append(PmdScan(ev, "khugepaged", p, region, pmd, lay.address(region, pmd), "pfn"))
+        elif proc is not None:
+            out.append(PmdScan(ev, "khugepaged", proc, None, None, None, "none"))
+    return _fill_order(out, obs, lay)
+
+
+def _place_madvise(ev: TraceEvent, proc: str, madv: list[tuple[int, int, str, str, list[int]]],
+                   used: dict[int, int], lay: _Layout) -> PmdScan:
+    for i, (t0, t1, p, region, pmds) in enumerate(madv):
+        if p == proc and t0 <= ev.latest_ns and ev.earliest_ns <= t1:
+            n = used.get(i, 0)
+            used[i] = n + 1
+            if n < len(pmds):
+                return PmdScan(ev, "madvise", proc, region, pmds[n],
+                               lay.address(region, pmds[n]), "madvise")
+    return PmdScan(ev, "madvise", proc, None, None, None, "none")
+
+
+def _fill_order(scans: list[PmdScan], obs: Observation, lay: _Layout) -> list[PmdScan]:
+    """Place unplaced khugepaged events by scan order (see module doc); pfn wins."""
+    out = list(scans)
+    by_mm: dict[str, list[int]] = {}
+    for i, s in enumerate(out):
+        if s.source == "khugepaged" and s.event.mm:
+            by_mm.setdefault(s.event.mm, []).append(i)
+    for idxs in by_mm.values():
+        chain: list[int] = []
+        prev: tuple[str, int] | None = None
+        for i in idxs:
+            s = out[i]
+            proc = s.proc
+            if proc is None:
+                continue
+            cands = _candidates(obs, lay, proc, s.event.time_ns)
+            if s.located_by == "pfn":
+                if chain and prev is not None and (s.region, s.pmd) != _next(cands, prev):
+                    for j in chain:  # the guessed chain disagrees with a real placement
+                        out[j] = _unplaced(out[j])
+                chain, prev = [], (s.region or "", s.pmd or 0)
+                continue
+            guess = cands[0] if len(cands) == 1 else _next(cands, prev) if prev else None
+            if guess is None:
+                prev = None
+                continue
+            how = "only" if len(cands) == 1 else "order"
+            out[i] = PmdScan(s.event, s.source, proc, guess[0], guess[1],
+                             lay.address(*guess), how)
+            if how == "order":
+                chain.append(i)
+            prev = guess
+    return out
+
+
+def _next(cands: list[tuple[str, int]], prev: tuple[str, int]) -> tuple[str, int] | None:
+    if prev not in cands:
+        return None
+    return cands[(cands.index(prev) + 1) % len(cands)]
+
+
+def _unplaced(s: PmdScan) -> PmdScan:
+    return PmdScan(s.event, s.source, s.proc, None, None, None, "none")
