@@ -15,12 +15,17 @@ Everything thpvm builds lives under one root, outside the repository:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from orchestrator.errors import UserError
 
 
 def cache_root() -> Path:
@@ -81,3 +86,22 @@ def prune_runs(keep: int) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+@contextmanager
+def locked(path: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created on demand) for the `with` body.
+
+    Waits for the holder by default (builds shared through the cache). With `busy`,
+    does not wait: another holder is a UserError with that message (one bisect or
+    validate per scratch clone).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError as e:
+            raise UserError(busy or f"{path} is locked") from e
+        yield
+    finally:
+        os.close(fd)

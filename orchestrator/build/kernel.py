@@ -26,6 +26,8 @@ from pathlib import Path
 from orchestrator import cache
 
 from orchestrator.build import kconfig
+from orchestrator.build import git as gitrepo
+from orchestrator.build.git import OWNED_OBJ
 
 from orchestrator import proc
 from orchestrator.errors import BuildError, ConfigError, UserError
@@ -40,7 +42,6 @@ DEBIAN_PACKAGE = "linux-source-6.12"
 KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 
 BuildProgress = Callable[[str], None]
-OWNED_OBJ = ".thpvm-obj"
 BUILD_TIMEOUT = 3 * 3600.0  # a hung make must not hang a bisect forever
 CONFIG_TIMEOUT = 600.0
 
@@ -165,9 +166,9 @@ def resolve_tree(tree: Path | None, rev: str | None) -> KernelTree:
 
 
 def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
-    """A hard-linked copy of `base` in the cache with `patches` applied (`patch -p1`).
+    """A hard-linked copy of `base` in the cache with `patches` applied (`git apply`).
 
-    `patch` replaces the files it changes, so the base tree is never modified.
+    `git apply` replaces the files it changes, so the base tree is never modified.
     A patch that does not apply is a UserError naming the patch and its hunks.
     """
     texts = []
@@ -184,13 +185,12 @@ def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
         dest.mkdir(parents=True)
         proc.run(["cp", "-al", base.path, tree], error=BuildError)
         shutil.rmtree(tree / OWNED_OBJ, ignore_errors=True)
-        for p in patches:
-            res = proc.run(["patch", "-p1", "-N", "-s", "-d", tree, "-i", p.resolve()],
-                           check=False, error=BuildError)
-            if res.returncode != 0:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise UserError(f"--patch {p} does not apply to {base.path}",
-                                res.output.strip()[-2000:])
+        try:
+            for p in patches:
+                gitrepo.apply_to_tree(tree, p)
+        except UserError:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         (dest / ".thpvm-complete").write_text("\n".join(map(str, patches)) + "\n")
     return KernelTree(tree, base.kind, ident, base.revision, dest.name)
 
@@ -218,7 +218,7 @@ def checkout_revision(repo: Path, rev: str) -> KernelTree:
 
 
 def _git(repo: Path, *args: str) -> str:
-    return proc.run(["git", "-C", repo, *args], error=BuildError).output
+    return gitrepo.git(repo, *args, error=BuildError).output
 
 
 def _stat_digest(path: Path) -> str:
@@ -295,7 +295,7 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
     if req.patches:
         tree = apply_patches(tree, req.patches)
     slot_dir = cache.cache_dir("build", tree.slot)
-    with _locked(slot_dir / "lock"):
+    with cache.locked(slot_dir / "lock"):
         log_path = slot_dir / "config.log"
         log_path.write_text("")
         config_text = make_config(tree, fragments, slot_dir / "config", log_path)
@@ -306,16 +306,6 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
             log.info("kernel cache hit: %s", art_dir)
             return _load_artifacts(key, art_dir, tree)
         return _build(tree, config_text, key, gcc, slot_dir, req.jobs, progress)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
