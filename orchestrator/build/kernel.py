@@ -13,6 +13,7 @@ identity + the merged config + the compiler version. A key hit skips make.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -433,7 +434,6 @@ def ccache_stats() -> dict[str, str]:
 
 
 def _load_artifacts(key: str, art_dir: Path, tree: KernelTree) -> KernelArtifacts:
-    import json
 
     meta = json.loads((art_dir / "metadata.json").read_text())
     return KernelArtifacts(key, art_dir, tree, True, 0.0, meta)

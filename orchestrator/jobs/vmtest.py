@@ -31,8 +31,13 @@ from orchestrator.errors import (
     UserError,
 )
 from orchestrator.machine import qemu, session
+from orchestrator.report import render as report
 from orchestrator.report.progress import Progress
+from orchestrator.report.resultfile import SCHEMA_VERSION
+from orchestrator.suites import counters
+from orchestrator.suites.selftest import output as selftest_output
 from orchestrator.suites.selftest import runner as selftest
+from orchestrator.suites.workloads import runner as workload_suite
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +212,6 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
     """A 250 ms counter time series in the guest while the block runs (not during
     workloads: their checkpoints are their time series, and the sampler's processes
     would perturb the timing the model reasons about)."""
-    from orchestrator.suites import counters
 
     sampler = counters.start_sampler(g.shell)
     try:
@@ -221,7 +225,6 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
 
 
 def _snapshot(g: session.Guest) -> Any:
-    from orchestrator.suites import counters
 
     if g.vm.crash() is not None:
         return None
@@ -233,7 +236,6 @@ def _snapshot(g: session.Guest) -> Any:
 
 
 def _record_counters(run: Run, before: Any, after: Any) -> None:
-    from orchestrator.suites import counters
 
     if before is None or after is None:
         return
@@ -263,8 +265,6 @@ def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
 
 def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selftest.Invocation],
                   run: Run, before: Any) -> None:
-    from orchestrator.suites import counters
-    from orchestrator.suites.selftest import output as selftest_output
 
     assert binary is not None
     selftest.prepare_guest(g.shell, binary)
@@ -324,7 +324,6 @@ def _kernel_crash(g: session.Guest) -> Any:
 def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
     if suite.workloads is None and not files:
         return []
-    from orchestrator.suites.workloads import runner as workload_suite
 
     specs = workload_suite.select(suite.workloads, files)
     if specs:
@@ -333,7 +332,6 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
 
 
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
-    from orchestrator.suites.workloads import runner as workload_suite
 
     remote = workload_suite.upload(g.shell)
     for spec in specs:
@@ -355,14 +353,13 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
 
 
 def _finish(run: Run, verdict: str, code: int, reason: str, detail: str = "") -> dict[str, Any]:
-    from orchestrator.report import render as report
 
     run.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run.meta.pop("crashed", None)
     artifacts = {key: name for key, name in ARTIFACTS.items() if (run.dir / name).exists()}
     result: dict[str, Any] = {
-        "schema_version": 1, "run_id": run.dir.name, "verdict": verdict, "exit_code": code,
-        "reason": reason, "metadata": run.meta, "workloads": run.workloads,
+        "schema_version": SCHEMA_VERSION, "run_id": run.dir.name, "verdict": verdict,
+        "exit_code": code, "reason": reason, "metadata": run.meta, "workloads": run.workloads,
         "counters": run.counters, "console": {"events": run.events},
         "artifacts": artifacts,
     }

@@ -2,8 +2,9 @@
 
 QEMU is a child thpvm owns: started through `proc.spawn` in its own process
 group, watched by a `ConsoleMonitor`, stopped over QMP and then killed (group)
-in `finally`, including on SIGINT/SIGTERM (see `signals.py`). SSH is forwarded
-from 127.0.0.1 only, on a port picked per boot (retried if taken).
+in `finally`, including on SIGINT/SIGTERM (cli.py turns SIGTERM into
+KeyboardInterrupt). SSH is forwarded from 127.0.0.1 only, on a port picked per
+boot (retried if taken).
 """
 
 from __future__ import annotations

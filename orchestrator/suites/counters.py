@@ -27,6 +27,7 @@ and series rows share one clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -417,7 +418,6 @@ def write_counters_json(path: Path, snapshots: Mapping[str, Snapshot],
 def load_counters_json(path: Path) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]],
                                             dict[str, list[Snapshot]]]:
     """Read counters.json back: (snapshots, deltas, series)."""
-    import json
 
     data = json.loads(path.read_text())
     if data.get("format") != COUNTERS_FORMAT:
