@@ -14,6 +14,7 @@ File shape (all keys listed; anything else is an error)::
 
     [settings]                      # optional; see DEFAULT_SETTINGS for keys/defaults
     max_ptes_none = 256
+    "hugepages-64kB/enabled" = "always"   # per-size knobs: MTHP_KNOB_DEFAULTS (6.8+ kernels)
 
     [[regions]]                     # at least one
     name = "a"                      # required, unique, [A-Za-z0-9_]+
@@ -101,6 +102,20 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
     }
 )
 
+#: Per-size anonymous mTHP knobs (`hugepages-<N>kB/enabled`, 6.8+), order 2 (16 kB) to the PMD
+#: order 9 (2048 kB) on x86-64. A workload's effective settings hold only the ones its file
+#: sets (older kernels lack them); the kernel defaults apply to the rest.
+MTHP_ORDERS: tuple[int, ...] = tuple(range(2, 10))
+MTHP_KNOB_DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {f"hugepages-{4 << o}kB/enabled": ("inherit" if o == 9 else "never") for o in MTHP_ORDERS})
+MTHP_VALUES = ("always", "madvise", "inherit", "never")
+
+
+def size_knob(order: int) -> str:
+    """The per-size `enabled` knob of folio order `order` (e.g. 4 -> hugepages-64kB/enabled)."""
+    return f"hugepages-{4 << order}kB/enabled"
+
+
 #: Order in which the driver writes knobs (initial [settings] and every `set`
 #: step): limits first, then the knobs that wake khugepaged (sleep times), and
 #: `enabled` (which starts/stops the thread) last, so a pass triggered by a
@@ -108,7 +123,7 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
 SETTINGS_WRITE_ORDER: tuple[str, ...] = (
     "defrag", "use_zero_page", "khugepaged_defrag", "pages_to_scan", "max_ptes_none",
     "max_ptes_swap", "max_ptes_shared", "alloc_sleep_millisecs", "scan_sleep_millisecs",
-    "enabled",
+    *MTHP_KNOB_DEFAULTS, "enabled",
 )
 
 # knob -> (allowed strings) or (min, max) for integers; max None = unbounded
@@ -123,6 +138,7 @@ _KNOBS: dict[str, tuple[str, ...] | tuple[int, int | None]] = {
     "max_ptes_none": (0, PMD_PAGES - 1),
     "max_ptes_swap": (0, PMD_PAGES - 1),
     "max_ptes_shared": (0, PMD_PAGES - 1),
+    **{k: MTHP_VALUES for k in MTHP_KNOB_DEFAULTS},
 }
 
 ADVICES = ("hugepage", "nohugepage", "collapse", "pageout", "dontneed")
