@@ -11,6 +11,7 @@ File shape (all keys listed; anything else is an error)::
     format = 1                      # required, must be 1
     name = "max-ptes-none-at-limit" # required, [a-z0-9][a-z0-9._-]*
     description = "..."             # optional string
+    since = "7.2"                   # optional: oldest kernel (MAJOR.MINOR) it applies to
 
     [settings]                      # optional; see DEFAULT_SETTINGS for keys/defaults
     max_ptes_none = 256
@@ -146,6 +147,8 @@ OPS = ("touch", "madvise", "mprotect", "munmap", "fork", "set", "wait_scans", "c
 CHECKPOINT_OPS = ("wait_scans", "checkpoint")
 PROCS = ("parent", "child")
 
+_RELEASE_RE = re.compile(r"(\d+)\.(\d+)")
+_SINCE_RE = re.compile(r"\d+\.\d+\Z")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _REGION_RE = re.compile(r"[A-Za-z0-9_]+\Z")
 _RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z")
@@ -194,6 +197,14 @@ class WorkloadSpec:
     regions: tuple[Region, ...]
     steps: tuple[Step, ...]
     source: str
+    since: str | None = None
+
+    def applies_to(self, release: str) -> bool:
+        """Does the workload apply to kernel `release` ("7.2.13-amd64", "6.12")?"""
+        if self.since is None:
+            return True
+        m = _RELEASE_RE.match(release)
+        return m is None or (int(m.group(1)), int(m.group(2))) >= _version_key(self.since)
 
     def region(self, name: str) -> Region:
         """The region called `name` (KeyError if there is none)."""
@@ -215,6 +226,7 @@ class WorkloadSpec:
             "format": FORMAT_VERSION,
             "name": self.name,
             "description": self.description,
+            "since": self.since,
             "source": self.source,
             "settings": dict(self.settings),
             "regions": [
@@ -424,18 +436,28 @@ def parse_spec(text: str, source: str) -> WorkloadSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ctx.fail("(toml)", f"not valid TOML: {e}") from e
-    _no_unknown(ctx, doc, "", {"format", "name", "description", "settings", "regions", "steps"})
+    _no_unknown(ctx, doc, "",
+                {"format", "name", "description", "since", "settings", "regions", "steps"})
     if doc.get("format") != FORMAT_VERSION:
         raise ctx.fail("format", f"expected format = {FORMAT_VERSION}, got {doc.get('format')!r}")
     name = _get_str(ctx, doc, "name", "name", required=True)
     if not _NAME_RE.match(name):
         raise ctx.fail("name", f"expected [a-z0-9][a-z0-9._-]*, got {name!r}")
     description = _get_str(ctx, doc, "description", "description", default="")
+    since = doc.get("since")
+    if since is not None and not (isinstance(since, str) and _SINCE_RE.match(since)):
+        raise ctx.fail("since", f"expected a kernel version MAJOR.MINOR such as \"7.2\", "
+                                f"got {since!r}")
     settings = dict(DEFAULT_SETTINGS)
     settings.update(_parse_settings(ctx, doc.get("settings", {}), "settings"))
     regions = _parse_regions(ctx, doc.get("regions"))
     steps = _parse_steps(ctx, doc.get("steps"), {r.name: r for r in regions})
-    return WorkloadSpec(name, description, settings, regions, steps, source)
+    return WorkloadSpec(name, description, settings, regions, steps, source, since)
+
+
+def _version_key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _no_unknown(ctx: _Ctx, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:

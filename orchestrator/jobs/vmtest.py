@@ -327,7 +327,7 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
     from orchestrator.suites.workloads import runner as workload_suite
 
     remote = workload_suite.upload(g.shell)
-    for spec in specs:
+    for spec in workload_suite.for_kernel(specs, run.meta["kernel_release"]):
         run.progress(f"workload {spec.name}")
         try:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,

@@ -202,7 +202,30 @@ class WorkloadRun:
                     swap += int(np.count_nonzero(st == PTE_SWAP))
                 a = e
         huge_kb = 2048 * len(huge)
-        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge))
+        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge),
+                           self._folios(mm, name))
+
+    def _folios(self, mm: Mm, name: str) -> tuple[tuple[int, int], ...]:
+        """PTE-mapped large folios of the region: (page index of the PTE mapping the
+        folio's head, folio size in kB), what pagemap + kpageflags show."""
+        st = self.m.store
+        if not st.any_large:
+            return ()
+        s, e = self.extent[name]
+        out = []
+        for blk in range(s // HPAGE_PMD_NR, -(-e // HPAGE_PMD_NR)):
+            row = self.m.blocks.row_of[blk]
+            if mm.tables.kind[row] != PMD_TABLE:
+                continue
+            ids = mm.tables.page[row]
+            present = (mm.tables.pte[row] & STATE_MASK) == PTE_PRESENT
+            heads = np.flatnonzero(present & (ids >= 0) & (st.head[np.maximum(ids, 0)] == ids)
+                                   & (st.nr[np.maximum(ids, 0)] > 1))
+            for c in heads:
+                page = blk * HPAGE_PMD_NR + int(c)
+                if s <= page < e:
+                    out.append((page - s, 4 * int(st.nr[ids[c]])))
+        return tuple(out)
 
     # -------------------------------------------------------------- steps
 
