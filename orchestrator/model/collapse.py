@@ -134,3 +134,32 @@ def _collapse_pmd(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
         return result
     install_huge_pmd(m, mm, row, addr)
     return Scan.SUCCEED
+
+
+def install_huge_pmds(m: Machine, mm: Mm, rows: np.ndarray, writable: bool) -> None:
+    """install_huge_pmd() for several rows at once: the same end state as collapsing
+    them one after another (each old page unmapped, a new PMD-mapped folio each)."""
+    t, st = mm.tables, m.store
+    k = len(rows)
+    present = (t.pte[rows] & STATE_MASK) == PTE_PRESENT
+    st.map_ptes(t.page[rows][present], -1)
+    ids = st.alloc(k * HPAGE_PMD_NR)
+    heads = ids[::HPAGE_PMD_NR]
+    st.head[ids] = np.repeat(heads, HPAGE_PMD_NR)
+    st.nr[heads] = HPAGE_PMD_NR
+    st.entire[heads] = 1
+    st.any_large = True
+    t.kind[rows], t.folio[rows] = PMD_THP, heads
+    t.pmd_bits[rows] = YOUNG | (WRITE if writable else 0)
+    t.pte[rows] = 0
+    t.page[rows] = NO_PAGE
+    m.mark_dirty(rows)
+
+
+def batch_collapsible(m: Machine, mm: Mm) -> bool:
+    """May consecutive khugepaged collapses be done at once (khugepaged.py)? Only
+    when nothing can differ from collapsing them one by one: no injected
+    allocation or charge failure, no pending trylock failure."""
+    f = m.faults
+    return (f.alloc_fail in (False, frozenset()) and f.charge_fail in (False, frozenset())
+            and not mm.trylock_failures)

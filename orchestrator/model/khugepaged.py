@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.model.collapse import collapse_huge_page
-from orchestrator.model.machine import PMD_BIT, Machine
+from orchestrator.model.collapse import batch_collapsible, collapse_huge_page, install_huge_pmds
+from orchestrator.model.machine import PMD_BIT, PMD_ORDER, Machine
 from orchestrator.model.mm import HPAGE_PMD_NR, Mm, Vma, hstart_hend
 from orchestrator.model.mthp import mthp_collapse
 from orchestrator.model.results import CODE_OF, CODES, Scan
-from orchestrator.model.scan import C_SUCCEED, count_exceed, scan_rows
+from orchestrator.model.scan import C_SUCCEED, ScanBatch, count_exceed, scan_rows
 
 log = logging.getLogger(__name__)
 
+PTE_LOOKAHEAD = 256  # PMDs evaluated per chunk with per-PTE progress (speed only)
 JIFFY_MS = 4  # CONFIG_HZ=250 (Debian): msecs_to_jiffies() rounds up to 4 ms steps
 
 Block = tuple[Any, ...]  # what the thread waits for: ("sleep",) | ("list",) | ("alloc", t)
@@ -50,6 +51,9 @@ class Khugepaged:
         self.block: Block | None = None
         self.do_scans = 0
         self.on_do_scan_end: Callable[[Khugepaged], None] | None = None
+        # collapse runs of PMDs in one scan_mm_slot() call (only from do_scan(), whose
+        # loop would re-enter the mm after each collapse: same outcome, fewer calls)
+        self.batching = False
         if m.pmd_enabled():  # hugepage_init() -> start_stop_khugepaged(); list empty
             self.gen = self._thread()
             self.block = ("list",)
@@ -152,7 +156,11 @@ class Khugepaged:
         fill = m.profile.mthp_collapse and orders != PMD_BIT
         b0 = self.scan_address // HPAGE_PMD_NR
         n_left = (hend - self.scan_address) // HPAGE_PMD_NR
-        n = min(n_left, max(1, -(-(pages - progress) // HPAGE_PMD_NR)))
+        rem = pages - progress
+        n = max(1, -(-rem // HPAGE_PMD_NR))  # enough if every PMD costs HPAGE_PMD_NR
+        if m.profile.progress == "pte":  # cheap PMDs (1 unit) fit more: look further ahead
+            n = max(n, min(rem, PTE_LOOKAHEAD))
+        n = min(n_left, n)
         r0, r1 = m.blocks.rows(b0, b0 + n)
         batch = scan_rows(m, mm, r0, r1, is_khugepaged=True, fill_bitmap=fill)
         cost = batch.examined if m.profile.progress == "pte" else np.full(n, HPAGE_PMD_NR)
@@ -170,6 +178,9 @@ class Khugepaged:
             progress = int(spent[done - 1])
         if len(over):
             return True, progress, result
+        if upto < n and self.batching and orders == PMD_BIT and batch_collapsible(m, mm):
+            return self._collapse_run(mm, vma, b0 + upto, r0 + upto, batch, upto, pages,
+                                      progress)
         if upto < n:  # collapse_scan_pmd() -> collapse_huge_page(), lock dropped
             result = self._collapse(mm, r0 + upto, orders, int(batch.unmapped[upto]))
             self._log(mm, b0 + upto, np.array([CODE_OF[result]], np.int8),
@@ -180,6 +191,39 @@ class Khugepaged:
             progress += int(cost[upto])
             return True, progress, result
         return False, progress, result
+
+    def _collapse_run(self, mm: Mm, vma: Vma, b: int, row: int, batch: ScanBatch, i: int,
+                      pages: int, progress: int) -> tuple[bool, int, Scan]:
+        """A run of PMDs from batch index `i` that all scanned SUCCEED with no swap
+        entry, collapsed at once. One by one, each collapse would return to
+        khugepaged_do_scan() (progress >= budget ends the wakeup) and re-enter the
+        mm (+1 progress, same cursor): the run stops where that budget check would."""
+        m = self.m
+        ok = (batch.codes[i:] == C_SUCCEED) & (batch.unmapped[i:] == 0)
+        run = int(np.argmin(ok)) if not ok.all() else len(ok)
+        if run == 0:  # swap entries: the per-PMD path swaps them in
+            result = self._collapse(mm, row, PMD_BIT, int(batch.unmapped[i]))
+            self._log(mm, b, np.array([CODE_OF[result]], np.int8),
+                      {k: v[i:i + 1] for k, v in batch.counts().items()})
+            m.count("pages_collapsed", result is Scan.SUCCEED)
+            self.scan_address += HPAGE_PMD_NR
+            return True, progress + HPAGE_PMD_NR, result
+        # after collapse j: progress + (j+1)*512 + j re-entries; stop once >= pages
+        spent = progress + np.arange(1, run + 1) * (HPAGE_PMD_NR + 1) - 1
+        over = np.flatnonzero(spent >= pages)
+        run = int(over[0]) + 1 if len(over) else run
+        rows = np.arange(row, row + run)
+        install_huge_pmds(m, mm, rows, vma.writable)
+        m.alloc_attempts += run
+        for name in ("thp_collapse_alloc", "pages_collapsed"):
+            m.count(name, run)
+        m.count_mthp(PMD_ORDER, "collapse_alloc", run)
+        for j in range(run if m.log_collapses else 0):
+            m.log_collapse(mm, (b + j) * HPAGE_PMD_NR, PMD_ORDER, Scan.SUCCEED, "khugepaged")
+        self._log(mm, b, batch.codes[i:i + run], {k: v[i:i + run]
+                                                   for k, v in batch.counts().items()})
+        self.scan_address += run * HPAGE_PMD_NR
+        return True, int(spent[run - 1]), Scan.SUCCEED
 
     def _collapse(self, mm: Mm, row: int, orders: int, unmapped: int) -> Scan:
         """After a SUCCEED scan: mthp_collapse() (7.2) or collapse_huge_page()."""
@@ -216,7 +260,9 @@ class Khugepaged:
             if self.scan_mm is None:
                 pass_through_head += 1
             if self.has_work() and pass_through_head < 2:
+                self.batching = True  # this loop re-enters after each collapse anyway
                 p, result = self.scan_mm_slot(pages - progress)
+                self.batching = False
                 progress += p
             else:
                 progress = pages

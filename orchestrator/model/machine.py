@@ -25,6 +25,7 @@ PMD_ORDER = 9
 PMD_BIT = 1 << PMD_ORDER
 ANON_ORDERS: tuple[int, ...] = MTHP_ORDERS  # THP_ORDERS_ALL_ANON on x86-64: orders 2..9
 ALL_ANON = sum(1 << o for o in ANON_ORDERS)
+_SIZE_KEYS = tuple(size_knob(o) for o in ANON_ORDERS)
 
 #: Counters the model predicts (vmstat names, plus khugepaged's two sysfs counters).
 PREDICTED_COUNTERS: tuple[str, ...] = (
@@ -138,6 +139,7 @@ class Machine:
     collapse_log: list[dict[str, Any]] = field(default_factory=list)
     log_collapses: bool = True
     warnings: list[str] = field(default_factory=list)  # pr_warn_once() texts, in order
+    _orders_cache: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.profile.mthp_collapse:
@@ -199,14 +201,22 @@ class Machine:
         """The order mask thp_vma_allowable_orders() takes from sysfs (huge_anon_orders_*):
         always, + madvise with VM_HUGEPAGE, + inherit when the global knob allows it.
         6.1 ("global" rule) has only the global knob and the PMD order."""
+        sysfs = self.sysfs
+        key = (sysfs["enabled"], vma.hugepage, *(sysfs.get(k) for k in _SIZE_KEYS))
+        mask = self._orders_cache.get(key)
+        if mask is None:
+            mask = self._orders_cache[key] = self._sysfs_orders(vma.hugepage)
+        return mask
+
+    def _sysfs_orders(self, hugepage: bool) -> int:
         en = self.sysfs["enabled"]
-        glob_ok = en == "always" or (en == "madvise" and vma.hugepage)
+        glob_ok = en == "always" or (en == "madvise" and hugepage)
         if self.profile.pmd_enabled_rule == "global":
             return PMD_BIT if glob_ok else 0
         mask = 0
         for o in ANON_ORDERS:
             v = self.size_setting(o)
-            if v == "always" or (v == "madvise" and vma.hugepage) or (v == "inherit" and glob_ok):
+            if v == "always" or (v == "madvise" and hugepage) or (v == "inherit" and glob_ok):
                 mask |= 1 << o
         return mask
 

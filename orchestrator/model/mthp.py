@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from orchestrator.model.collapse import alloc_charge_folio, collapse_huge_page
-from orchestrator.model.machine import PMD_ORDER, Machine
+from orchestrator.model.machine import PMD_BIT, PMD_ORDER, Machine
 from orchestrator.model.mm import (
     HPAGE_PMD_NR,
     PMD_TABLE,
@@ -95,8 +95,13 @@ def mthp_collapse(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
     offsets 0..511 from the PMD order down, collapse where enough PTEs are
     occupied (the scan's bitmap: present, non-zero-page PTEs), fall back to a
     lower order or advance as the kernel does. SUCCEED if anything collapsed."""
-    t = mm.tables
-    bitmap = (t.pte[row] & STATE_MASK) == PTE_PRESENT  # cc->mthp_present_ptes
+    if enabled_orders == PMD_BIT:  # one candidate: the whole bitmap's weight
+        occupied = int(mm.tables.n_present[row]) + unmapped
+        if occupied < HPAGE_PMD_NR - max_ptes_none(m, PMD_ORDER):
+            return Scan.FAIL
+        ret = collapse_huge_page(m, mm, row, addr, unmapped, is_khugepaged=True)
+        return Scan.FAIL if ret is Scan.PTE_MAPPED_HUGEPAGE else ret
+    bitmap = (mm.tables.pte[row] & STATE_MASK) == PTE_PRESENT  # cc->mthp_present_ptes
     prefix = np.concatenate([[0], np.cumsum(bitmap)])
     last, collapsed, alloc_failed = Scan.FAIL, 0, False
     offset, order = 0, PMD_ORDER

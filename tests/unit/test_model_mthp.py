@@ -184,3 +184,31 @@ def test_profiles_and_nearest(caplog: pytest.LogCaptureFixture) -> None:
         assert load_version_profile("7.0").version == "7.1"
     assert "nearest" in caplog.text
     assert load_version_profile("7.2.13").version == "7.2"
+
+
+@pytest.mark.parametrize("version", ["6.12", "7.2"])
+@pytest.mark.parametrize("pages_to_scan", [4096, 1500, 100000])
+def test_batched_collapses_equal_one_by_one(version: str, pages_to_scan: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """do_scan() collapses runs of PMDs at once; the outcome per wakeup must equal the
+    kernel's one-collapse-per-scan_mm_slot loop (batching switched off)."""
+    from orchestrator.model import khugepaged as kh
+    from orchestrator.model.memory import madvise_flags, madvise_pageout
+
+    def run(batch: bool) -> list[Any]:
+        if not batch:
+            monkeypatch.setattr(kh, "batch_collapsible", lambda m, mm: False)
+        m, k, mm, start = machine({"a": 24}, version=version, pages_to_scan=pages_to_scan)
+        a = start["a"]
+        touch(m, mm, np.arange(a, a + 24 * 512), write=True)
+        madvise_pageout(m, mm, a + 5 * 512, a + 5 * 512 + 3)  # one PMD needs swap-in
+        madvise_flags(m, mm, a, a + 24 * 512, True)
+        snaps = []
+        for _ in range(12):
+            run_scan(k)
+            snaps.append((dict(m.counters), mm.tables.kind.tolist(), k.scan_address,
+                          m.log.records()))
+        monkeypatch.undo()
+        return snaps
+
+    assert run(True) == run(False)
