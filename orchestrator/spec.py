@@ -11,9 +11,11 @@ File shape (all keys listed; anything else is an error)::
     format = 1                      # required, must be 1
     name = "max-ptes-none-at-limit" # required, [a-z0-9][a-z0-9._-]*
     description = "..."             # optional string
+    since = "7.2"                   # optional: oldest kernel (MAJOR.MINOR) it applies to
 
     [settings]                      # optional; see DEFAULT_SETTINGS for keys/defaults
     max_ptes_none = 256
+    "hugepages-64kB/enabled" = "always"   # per-size knobs: MTHP_KNOB_DEFAULTS (6.8+ kernels)
 
     [[regions]]                     # at least one
     name = "a"                      # required, unique, [A-Za-z0-9_]+
@@ -101,6 +103,20 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
     }
 )
 
+#: Per-size anonymous mTHP knobs (`hugepages-<N>kB/enabled`, 6.8+), order 2 (16 kB) to the PMD
+#: order 9 (2048 kB) on x86-64. A workload's effective settings hold only the ones its file
+#: sets (older kernels lack them); the kernel defaults apply to the rest.
+MTHP_ORDERS: tuple[int, ...] = tuple(range(2, 10))
+MTHP_KNOB_DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {f"hugepages-{4 << o}kB/enabled": ("inherit" if o == 9 else "never") for o in MTHP_ORDERS})
+MTHP_VALUES = ("always", "madvise", "inherit", "never")
+
+
+def size_knob(order: int) -> str:
+    """The per-size `enabled` knob of folio order `order` (e.g. 4 -> hugepages-64kB/enabled)."""
+    return f"hugepages-{4 << order}kB/enabled"
+
+
 #: Order in which the driver writes knobs (initial [settings] and every `set`
 #: step): limits first, then the knobs that wake khugepaged (sleep times), and
 #: `enabled` (which starts/stops the thread) last, so a pass triggered by a
@@ -108,7 +124,7 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
 SETTINGS_WRITE_ORDER: tuple[str, ...] = (
     "defrag", "use_zero_page", "khugepaged_defrag", "pages_to_scan", "max_ptes_none",
     "max_ptes_swap", "max_ptes_shared", "alloc_sleep_millisecs", "scan_sleep_millisecs",
-    "enabled",
+    *MTHP_KNOB_DEFAULTS, "enabled",
 )
 
 # knob -> (allowed strings) or (min, max) for integers; max None = unbounded
@@ -123,6 +139,7 @@ _KNOBS: dict[str, tuple[str, ...] | tuple[int, int | None]] = {
     "max_ptes_none": (0, PMD_PAGES - 1),
     "max_ptes_swap": (0, PMD_PAGES - 1),
     "max_ptes_shared": (0, PMD_PAGES - 1),
+    **{k: MTHP_VALUES for k in MTHP_KNOB_DEFAULTS},
 }
 
 ADVICES = ("hugepage", "nohugepage", "collapse", "pageout", "dontneed")
@@ -130,6 +147,8 @@ OPS = ("touch", "madvise", "mprotect", "munmap", "fork", "set", "wait_scans", "c
 CHECKPOINT_OPS = ("wait_scans", "checkpoint")
 PROCS = ("parent", "child")
 
+_RELEASE_RE = re.compile(r"(\d+)\.(\d+)")
+_SINCE_RE = re.compile(r"\d+\.\d+\Z")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _REGION_RE = re.compile(r"[A-Za-z0-9_]+\Z")
 _RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z")
@@ -178,6 +197,14 @@ class WorkloadSpec:
     regions: tuple[Region, ...]
     steps: tuple[Step, ...]
     source: str
+    since: str | None = None
+
+    def applies_to(self, release: str) -> bool:
+        """Does the workload apply to kernel `release` ("7.2.13-amd64", "6.12")?"""
+        if self.since is None:
+            return True
+        m = _RELEASE_RE.match(release)
+        return m is None or (int(m.group(1)), int(m.group(2))) >= _version_key(self.since)
 
     def region(self, name: str) -> Region:
         """The region called `name` (KeyError if there is none)."""
@@ -199,6 +226,7 @@ class WorkloadSpec:
             "format": FORMAT_VERSION,
             "name": self.name,
             "description": self.description,
+            "since": self.since,
             "source": self.source,
             "settings": dict(self.settings),
             "regions": [
@@ -408,18 +436,28 @@ def parse_spec(text: str, source: str) -> WorkloadSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ctx.fail("(toml)", f"not valid TOML: {e}") from e
-    _no_unknown(ctx, doc, "", {"format", "name", "description", "settings", "regions", "steps"})
+    _no_unknown(ctx, doc, "",
+                {"format", "name", "description", "since", "settings", "regions", "steps"})
     if doc.get("format") != FORMAT_VERSION:
         raise ctx.fail("format", f"expected format = {FORMAT_VERSION}, got {doc.get('format')!r}")
     name = _get_str(ctx, doc, "name", "name", required=True)
     if not _NAME_RE.match(name):
         raise ctx.fail("name", f"expected [a-z0-9][a-z0-9._-]*, got {name!r}")
     description = _get_str(ctx, doc, "description", "description", default="")
+    since = doc.get("since")
+    if since is not None and not (isinstance(since, str) and _SINCE_RE.match(since)):
+        raise ctx.fail("since", f"expected a kernel version MAJOR.MINOR such as \"7.2\", "
+                                f"got {since!r}")
     settings = dict(DEFAULT_SETTINGS)
     settings.update(_parse_settings(ctx, doc.get("settings", {}), "settings"))
     regions = _parse_regions(ctx, doc.get("regions"))
     steps = _parse_steps(ctx, doc.get("steps"), {r.name: r for r in regions})
-    return WorkloadSpec(name, description, settings, regions, steps, source)
+    return WorkloadSpec(name, description, settings, regions, steps, source, since)
+
+
+def _version_key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _no_unknown(ctx: _Ctx, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:

@@ -334,7 +334,7 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
 
     remote = workload_suite.upload(g.shell)
-    for spec in specs:
+    for spec in workload_suite.for_kernel(specs, run.meta["kernel_release"]):
         run.progress(f"workload {spec.name}")
         try:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,

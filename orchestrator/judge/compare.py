@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,11 +194,31 @@ def observed_regions(cp: Checkpoint) -> dict[str, RegionSample]:
 # --------------------------------------------------------------------------- diffing
 
 
+_MTHP_STAT_RE = re.compile(r"hugepages-(\d+kB)/stats/(\w+)\Z")
+
+
+def observed_counters(cp: Checkpoint) -> dict[str, int]:
+    """The checkpoint's counter deltas, per-size stats under the model's names
+    (``hugepages-64kB/stats/collapse_alloc`` -> ``mthp/64kB/collapse_alloc``)."""
+    out = dict(cp.deltas)
+    for name, v in cp.deltas.items():
+        m = _MTHP_STAT_RE.match(name)
+        if m:
+            out[f"mthp/{m.group(1)}/{m.group(2)}"] = v
+    return out
+
+
 def _diff_values(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
-    """Counter and region differences between one alternative and one checkpoint."""
+    """Counter and region differences between one alternative and one checkpoint.
+    Per-size `mthp/*` predictions are compared only when the run collected
+    per-size stats (kernels before 7.2, or a driver without them, have none)."""
     diffs: list[dict[str, Any]] = []
+    observed = observed_counters(cp)
+    has_mthp = any(k.startswith("mthp/") for k in observed)
     for name, pv in sorted((alt.get("counters") or {}).items()):
-        obs = cp.deltas.get(name)
+        if name.startswith("mthp/") and not has_mthp:
+            continue
+        obs = observed.get(name)
         if obs is None or not fits(pv, obs):
             diffs.append({"checkpoint": cp.label, "kind": "counter", "name": name,
                           "predicted": show(pv), "observed": obs,

@@ -40,10 +40,23 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
                 reason = "; ".join([*why, sub] if sub else why) or "deterministic"
                 _merge(cp.outcomes, obs, reason, si, t, cuts)
         checkpoints.append(cp)
-    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile))
+    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile), _collapses(r))
                  for i, r in enumerate(runs)]
+    warnings = sorted({w for r in runs for w in r.m.warnings})
     return Prediction(spec.name, spec.source, version, profile.version, dict(spec.settings),
-                      checkpoints, schedules, list(ASSUMPTIONS))
+                      checkpoints, schedules, list(ASSUMPTIONS), warnings)
+
+
+def _collapses(run: WorkloadRun) -> list[dict[str, Any]]:
+    """The run's collapse_huge_page() calls, tagged with region and page index."""
+    out = [dict(c) for c in run.m.collapse_log]
+    for c in out:
+        page = c["address"] // 4096
+        for name, (s, e) in run.extent.items():
+            if s <= page < e:
+                c["region"], c["page"] = name, page - s
+                break
+    return out
 
 
 def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int,

@@ -34,7 +34,7 @@ import numpy as np
 
 from orchestrator.errors import UserError
 from orchestrator.model.khugepaged import Khugepaged
-from orchestrator.model.machine import PREDICTED_COUNTERS, DecisionLog, Faults, Machine
+from orchestrator.model.machine import DecisionLog, Faults, Machine
 from orchestrator.model.madvise_collapse import madvise_collapse
 from orchestrator.model.memory import (
     fork,
@@ -58,7 +58,13 @@ from orchestrator.model.mm import (
 )
 from orchestrator.model.prediction import PredictedState, RegionState
 from orchestrator.model.profile import VersionProfile
-from orchestrator.spec import SETTINGS_WRITE_ORDER, Step, WorkloadSpec, layout_addresses
+from orchestrator.spec import (
+    MTHP_KNOB_DEFAULTS,
+    SETTINGS_WRITE_ORDER,
+    Step,
+    WorkloadSpec,
+    layout_addresses,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,8 @@ ASSUMPTIONS = (
     "periodic khugepaged wakeup falls inside them.",
     "Memory is ample: THP allocations succeed unless faults are injected; no reclaim, so the "
     "underused-THP shrinker never runs; pages are on the LRU when scanned (lru_add_drain_all).",
-    "hugepages-2048kB/enabled is 'inherit'; one NUMA node; no userfaultfd, GUP pins or prctl.",
+    "hugepages-<N>kB/enabled are the kernel defaults (2048kB inherit, others never) unless the "
+    "workload sets them; one NUMA node; no userfaultfd, GUP pins, MADV_FREE or prctl.",
     "MADV_PAGEOUT swaps out every exclusive present page of the range (swap is available and "
     "the driver's per-CPU LRU batches were drained).",
 )
@@ -172,7 +179,7 @@ class WorkloadRun:
         for proc, mm in self.m.mms.items():
             for r in self.spec.regions:
                 regions.append((proc, r.name, self._region_state(mm, r.name)))
-        return PredictedState(tuple((k, self.m.counters[k]) for k in PREDICTED_COUNTERS),
+        return PredictedState(tuple(self.m.counters.items()),
                            tuple(regions), tuple(sorted(self.results.items())), timed_out)
 
     def _region_state(self, mm: Mm, name: str) -> RegionState:
@@ -195,7 +202,30 @@ class WorkloadRun:
                     swap += int(np.count_nonzero(st == PTE_SWAP))
                 a = e
         huge_kb = 2048 * len(huge)
-        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge))
+        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge),
+                           self._folios(mm, name))
+
+    def _folios(self, mm: Mm, name: str) -> tuple[tuple[int, int], ...]:
+        """PTE-mapped large folios of the region: (page index of the PTE mapping the
+        folio's head, folio size in kB), what pagemap + kpageflags show."""
+        st = self.m.store
+        if not st.any_large:
+            return ()
+        s, e = self.extent[name]
+        out = []
+        for blk in range(s // HPAGE_PMD_NR, -(-e // HPAGE_PMD_NR)):
+            row = self.m.blocks.row_of[blk]
+            if mm.tables.kind[row] != PMD_TABLE:
+                continue
+            ids = mm.tables.page[row]
+            present = (mm.tables.pte[row] & STATE_MASK) == PTE_PRESENT
+            heads = np.flatnonzero(present & (ids >= 0) & (st.head[np.maximum(ids, 0)] == ids)
+                                   & (st.nr[np.maximum(ids, 0)] > 1))
+            for c in heads:
+                page = blk * HPAGE_PMD_NR + int(c)
+                if s <= page < e:
+                    out.append((page - s, 4 * int(st.nr[ids[c]])))
+        return tuple(out)
 
     # -------------------------------------------------------------- steps
 
@@ -320,11 +350,11 @@ class WorkloadRun:
             if key in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
                 self.k.sleep_expire = 0  # the store resets the timer and wakes the thread
                 self._wake(i, f"{key} written")
-            elif key == "enabled":
+            elif key == "enabled" or key in MTHP_KNOB_DEFAULTS:  # both start_stop_khugepaged()
                 self.k.start_stop()
                 if not self.k.running:
                     self.pending = None
-                self._wake(i, f"enabled={knobs[key]} written")
+                self._wake(i, f"{key}={knobs[key]} written")
 
     def _op_checkpoint(self, i: int, step: Step) -> None:
         p = self.pending

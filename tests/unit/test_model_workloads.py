@@ -27,7 +27,7 @@ def test_workload_is_small_and_predictable(name: str) -> None:
     waits = sum(s.args["count"] for s in spec.steps if s.op == "wait_scans")
     assert waits <= 6
     assert spec.description
-    p = predict(spec)
+    p = predict(spec, version=spec.since or "6.12")
     json.dumps(p.to_json())
     assert format_prediction(p).startswith(f"workload {name}")
     assert len(p.checkpoints) == sum(s.op in ("wait_scans", "checkpoint") for s in spec.steps)

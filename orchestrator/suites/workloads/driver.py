@@ -25,7 +25,12 @@ from orchestrator.cache import cache_dir, digest, write_json
 from orchestrator.data import DRIVER_SOURCE
 from orchestrator.errors import BuildError, GuestError, UserError
 from orchestrator.machine.guest import GuestShell
-from orchestrator.spec import SETTINGS_WRITE_ORDER, WorkloadSpec, layout_addresses
+from orchestrator.spec import (
+    MTHP_KNOB_DEFAULTS,
+    SETTINGS_WRITE_ORDER,
+    WorkloadSpec,
+    layout_addresses,
+)
 from orchestrator.suites.workloads.observation import Observation, parse_driver_output
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ KNOB_PATHS: dict[str, str] = {
     "max_ptes_none": "khugepaged/max_ptes_none",
     "max_ptes_swap": "khugepaged/max_ptes_swap",
     "max_ptes_shared": "khugepaged/max_ptes_shared",
+    **{k: k for k in MTHP_KNOB_DEFAULTS},  # hugepages-<N>kB/enabled
 }
 
 

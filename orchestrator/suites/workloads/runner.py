@@ -48,6 +48,15 @@ def select(selection: list[str] | str | None, files: list[Path]) -> list[Workloa
     return specs
 
 
+def for_kernel(specs: list[WorkloadSpec], release: str) -> list[WorkloadSpec]:
+    """The workloads that apply to kernel `release` (their `since` is not newer)."""
+    skipped = [s.name for s in specs if not s.applies_to(release)]
+    if skipped:
+        log.info("kernel %s: skipping workloads for newer kernels: %s", release,
+                 ", ".join(skipped))
+    return [s for s in specs if s.applies_to(release)]
+
+
 def prepare_driver() -> Path:
     """Build (or reuse) the static driver on the host (before booting)."""
     return workload.driver_binary()

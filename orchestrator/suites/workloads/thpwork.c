@@ -84,7 +84,10 @@ static const char *const advice_names[] = { "hugepage", "nohugepage", "collapse"
 static const int advice_values[] = { MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE,
 				     MADV_PAGEOUT, MADV_DONTNEED };
 static const char *const knob_paths[] = {
-	"enabled", "defrag", "use_zero_page", "shrink_underused", "hugepages-2048kB/enabled",
+	"enabled", "defrag", "use_zero_page", "shrink_underused", "hugepages-16kB/enabled",
+	"hugepages-32kB/enabled", "hugepages-64kB/enabled", "hugepages-128kB/enabled",
+	"hugepages-256kB/enabled", "hugepages-512kB/enabled", "hugepages-1024kB/enabled",
+	"hugepages-2048kB/enabled",
 	"khugepaged/defrag", "khugepaged/pages_to_scan", "khugepaged/scan_sleep_millisecs",
 	"khugepaged/alloc_sleep_millisecs", "khugepaged/max_ptes_none",
 	"khugepaged/max_ptes_swap", "khugepaged/max_ptes_shared" };
