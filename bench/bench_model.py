@@ -43,7 +43,7 @@ from orchestrator.model.mm import (  # noqa: E402
     BlockMap,
     Vma,
 )
-from orchestrator.model.profile import load_profile  # noqa: E402
+from orchestrator.model.profile import load_version_profile  # noqa: E402
 from orchestrator.spec import DEFAULT_SETTINGS  # noqa: E402
 
 BASE = (1 << 40) // 4096  # page number of the 1 TiB layout base
@@ -56,7 +56,7 @@ def build(gib: int, young: bool, pages_to_scan: int, log: bool) -> tuple[Machine
     settings = dict(DEFAULT_SETTINGS)
     settings["pages_to_scan"] = pages_to_scan
     blocks = BlockMap([(BASE, BASE + npmd * HPAGE_PMD_NR)])
-    m = Machine(load_profile("6.12"), settings, blocks, log=DecisionLog(log))
+    m = Machine(load_version_profile("6.12"), settings, blocks, log=DecisionLog(log))
     k = Khugepaged(m)
     mm = m.new_mm("parent", [Vma(BASE, BASE + npmd * HPAGE_PMD_NR, hugepage=True,
                                  anon_vma=1, region="a")])

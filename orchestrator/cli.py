@@ -20,8 +20,8 @@ from orchestrator import __version__
 from orchestrator.errors import (
     EXIT_ABORT,
     EXIT_COULD_NOT_TEST,
+    EXIT_FOR_WORKLOAD,
     EXIT_OK,
-    EXIT_TEST_FAILED,
     ThpvmError,
     UserError,
     exit_code_for,
@@ -34,6 +34,10 @@ Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 if TYPE_CHECKING:
     from orchestrator.build import kernel as kernel_types
+    from orchestrator.jobs import bisect_step as bisect_step_types
+    from orchestrator.jobs import bisection as bisection_types
+    from orchestrator.jobs import trials as trials_types
+    from orchestrator.jobs import validate as validate_types
     from orchestrator.jobs import vmtest as vmtest_types
     from orchestrator.machine import session as session_types
 
@@ -43,10 +47,7 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
                    help="kernel source tree (default: Debian linux-source-6.12)")
     p.add_argument("--rev",
                    help="git revision of --tree to build (checked out in a scratch worktree)")
-    p.add_argument("--fragment", type=Path, action="append", default=[],
-                   help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
-    p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
-                   help="one-off kconfig option (repeatable)")
+    _kconfig_args(p)
     p.add_argument("--patch", type=Path, action="append", default=[],
                    help="apply this patch (-p1) to a cached copy of the tree first (repeatable)")
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
@@ -55,8 +56,9 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
 def _kernel_request(args: argparse.Namespace) -> kernel_types.KernelRequest:
     from orchestrator.build import kernel
 
-    return kernel.KernelRequest(args.tree, args.rev, args.fragment, args.config, args.jobs,
-                                args.patch)
+    return kernel.KernelRequest(getattr(args, "tree", None), getattr(args, "rev", None),
+                                list(args.fragment), list(args.config),
+                                getattr(args, "jobs", None), list(getattr(args, "patch", [])))
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
@@ -75,13 +77,28 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
+    """The one request type, from any subcommand's options (missing ones: defaults)."""
     from orchestrator.jobs import vmtest
 
     return vmtest.VmTestRequest(
-        tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
-        suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
-        append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
-        patches=args.patch)
+        kernel=_kernel_request(args),
+        suite=vmtest.suite_items(args.suite) or list(vmtest.DEFAULT_SUITE),
+        workload_files=list(getattr(args, "workload", [])), accel=args.accel,
+        append=getattr(args, "append", ""), out=getattr(args, "out", None))
+
+
+def _test_template(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
+    """The test every bisect step / validate side runs (its tree is set per run)."""
+    return _vm_request(argparse.Namespace(**{**vars(args), "tree": None, "rev": None,
+                                             "patch": [], "out": None}))
+
+
+def _policy(args: argparse.Namespace) -> trials_types.TrialPolicy:
+    from orchestrator.jobs import trials
+
+    return trials.TrialPolicy(repeat=args.repeat,
+                              boot_failure=getattr(args, "boot_failure", "skip"),
+                              flaky=getattr(args, "flaky", "skip"))
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -120,7 +137,7 @@ def cmd_workload_compare(args: argparse.Namespace) -> int:
         pred = predict(spec, version=args.version)
     v = compare_run_dir(args.dir, spec, pred)
     print(f"{spec.name}: {v.status}: {v.explanation}")
-    return {"match": EXIT_OK, "mismatch": EXIT_TEST_FAILED}.get(v.status, EXIT_COULD_NOT_TEST)
+    return EXIT_FOR_WORKLOAD.get(v.status, EXIT_COULD_NOT_TEST)
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
@@ -222,10 +239,35 @@ def cmd_model_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bisect_request(args: argparse.Namespace) -> bisection_types.BisectRequest:
+    """`thpvm bisect`'s options as its request."""
+    from orchestrator.jobs import bisection
+
+    return bisection.BisectRequest(tree=args.tree, good=args.good, bad=args.bad,
+                                   test=_test_template(args), policy=_policy(args), out=args.out)
+
+
+def step_options(args: argparse.Namespace) -> bisect_step_types.StepOptions:
+    """`thpvm bisect-step`'s options as its request."""
+    from orchestrator.jobs import bisect_step
+
+    return bisect_step.StepOptions(tree=args.tree, test=_test_template(args),
+                                   policy=_policy(args), step_log=args.step_log, out=args.out)
+
+
+def validate_request(args: argparse.Namespace) -> validate_types.ValidateRequest:
+    """`thpvm validate`'s options as its request."""
+    from orchestrator.jobs import validate
+
+    return validate.ValidateRequest(tree=args.tree, base=args.base, patches=list(args.patch),
+                                    head=args.head, test=_test_template(args),
+                                    repeat=args.repeat, out=args.out)
+
+
 def cmd_bisect(args: argparse.Namespace) -> int:
     from orchestrator.jobs import bisection
 
-    outcome = bisection.run_bisect(bisection.request_from_args(args))
+    outcome = bisection.run_bisect(bisect_request(args))
     print(outcome.report, end="")
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
@@ -234,22 +276,59 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 def cmd_bisect_step(args: argparse.Namespace) -> int:
     from orchestrator.jobs import bisect_step
 
-    return bisect_step.step_from_args(args)  # 0/1/125/128 only
+    return bisect_step.run_step(step_options(args))  # 0/1/125/128 only
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from orchestrator.jobs import validate
 
-    outcome = validate.run_validate(validate.request_from_args(args))
+    outcome = validate.run_validate(validate_request(args))
     print(outcome.report, end="")
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
 
 
-def _guest_args(p: argparse.ArgumentParser) -> None:
-    _tree_args(p)
+def _accel_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
+
+
+def _kconfig_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fragment", type=Path, action="append", default=[],
+                   help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
+    p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
+                   help="one-off kconfig option (repeatable)")
+
+
+def _suite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", action="append", metavar="SUITE",
+                   help="selftest | selftest-full | selftest:ID[+ID] | workloads | "
+                        "workloads:NAME[+NAME] | all (comma-separated or repeated; "
+                        "default selftest,workloads)")
+
+
+def _test_args(p: argparse.ArgumentParser) -> None:
+    """The options of the test that bisect, bisect-step and validate run per kernel."""
+    _suite_arg(p)
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs per kernel, decided by majority (default 1)")
+    _kconfig_args(p)
+    _accel_arg(p)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    """How boot failures and disagreeing repeats are judged (bisect, bisect-step)."""
+    from orchestrator.jobs import trials
+
+    p.add_argument("--boot-failure", choices=trials.BOOT_POLICIES, default="skip",
+                   help="a kernel that does not boot is skipped (default) or bad")
+    p.add_argument("--flaky", choices=trials.FLAKY_POLICIES, default="skip",
+                   help="repeats that disagree: skip the commit (default) or take the majority")
+
+
+def _guest_args(p: argparse.ArgumentParser) -> None:
+    _tree_args(p)
+    _accel_arg(p)
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
 
@@ -294,9 +373,7 @@ def _add_guest_commands(sub: Sub) -> None:
 
     vt = sub.add_parser("vm-test", help="the main job: selftest + workloads vs model, verdict")
     _guest_args(vt)
-    vt.add_argument("--suite", action="append", metavar="SUITE",
-                    help="selftest | selftest-full | selftest:ID[+ID] | workloads | "
-                         "workloads:NAME[+NAME] | all (repeatable; default selftest,workloads)")
+    _suite_arg(vt)
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
     vt.set_defaults(handler=cmd_vm_test)
@@ -308,7 +385,7 @@ def _add_workload_commands(sub: Sub) -> None:
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
-    wr.set_defaults(handler=cmd_workload_run)
+    wr.set_defaults(handler=cmd_workload_run, suite=None)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")
     wc.add_argument("dir", type=Path, metavar="DIR",
@@ -354,17 +431,38 @@ def _add_result_commands(sub: Sub) -> None:
 
 def _add_git_commands(sub: Sub) -> None:
     """bisect, bisect-step, validate."""
-    from orchestrator.jobs import bisect_step, bisection, validate
-
     bi = sub.add_parser("bisect", help="find the first bad kernel commit (git bisect run)")
-    bisection.add_bisect_arguments(bi)
+    bi.add_argument("--tree", type=Path, required=True,
+                    help="the kernel git tree to bisect (left exactly as it is)")
+    bi.add_argument("--good", required=True, metavar="REV", help="a known good revision")
+    bi.add_argument("--bad", required=True, metavar="REV", help="a known bad revision")
+    _test_args(bi)
+    _policy_args(bi)
+    bi.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
     bi.set_defaults(handler=cmd_bisect)
+
     bs = sub.add_parser("bisect-step", help="judge the checked-out commit for git bisect run "
                         "(exit 0 good, 1 bad, 125 skip, 128 abort)")
-    bisect_step.add_step_arguments(bs)
+    bs.add_argument("--tree", type=Path, default=Path("."),
+                    help="kernel git tree to test as checked out (default: .)")
+    _test_args(bs)
+    _policy_args(bs)
+    bs.add_argument("--step-log", type=Path, default=None,
+                    help="append a JSON line per step here (default $THPVM_BISECT_LOG)")
+    bs.add_argument("--out", type=Path, default=None,
+                    help="directory for this step's run directories")
     bs.set_defaults(handler=cmd_bisect_step)
+
     va = sub.add_parser("validate", help="A/B test a patch or revision against a base")
-    validate.add_validate_arguments(va)
+    va.add_argument("--tree", type=Path, required=True,
+                    help="the kernel git tree (left exactly as it is)")
+    va.add_argument("--base", required=True, metavar="REV", help="the revision to compare with")
+    what = va.add_mutually_exclusive_group(required=True)
+    what.add_argument("--patch", type=Path, nargs="+", action="extend", default=[],
+                      metavar="FILE", help="mbox or diff patch(es) applied on --base, in order")
+    what.add_argument("--head", metavar="REV", help="a revision to compare with --base instead")
+    _test_args(va)
+    va.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
     va.set_defaults(handler=cmd_validate)
 
 

@@ -39,7 +39,7 @@ DEBIAN_PACKAGE = "linux-source-6.12"
 # options for other architectures, e.g. S390_GUEST)
 KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 
-Progress = Callable[[str], None]
+BuildProgress = Callable[[str], None]
 OWNED_OBJ = ".thpvm-obj"
 BUILD_TIMEOUT = 3 * 3600.0  # a hung make must not hang a bisect forever
 CONFIG_TIMEOUT = 600.0
@@ -288,7 +288,7 @@ def compiler_version() -> str:
     return proc.run(["gcc", "--version"], error=BuildError).output.splitlines()[0]
 
 
-def build_kernel(req: KernelRequest, progress: Progress | None = None) -> KernelArtifacts:
+def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> KernelArtifacts:
     """Build (or fetch from the cache) a kernel for `req`."""
     fragments = load_fragments(req.fragments, req.configs)  # bad input fails before any work
     tree = resolve_tree(req.tree, req.rev)
@@ -333,7 +333,7 @@ def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
 
 
 def _build(tree: KernelTree, config_text: str, key: str, gcc: str, slot_dir: Path,
-           jobs: int | None, progress: Progress | None) -> KernelArtifacts:
+           jobs: int | None, progress: BuildProgress | None) -> KernelArtifacts:
     obj = obj_dir(tree, slot_dir)
     obj.mkdir(exist_ok=True)
     cfg = obj / ".config"
@@ -389,7 +389,7 @@ def first_errors(log_path: Path, limit: int = 15) -> str:
 class _ProgressCounter:
     """Turns kbuild's `  CC  path` lines into a moving progress line."""
 
-    def __init__(self, store: Path, progress: Progress | None) -> None:
+    def __init__(self, store: Path, progress: BuildProgress | None) -> None:
         self.store = store
         self.progress = progress
         self.count = 0

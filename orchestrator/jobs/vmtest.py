@@ -15,12 +15,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__, cache
 from orchestrator.build import image, kernel
+from orchestrator.build.kernel import KernelRequest
 from orchestrator.errors import (
     EXIT_OK,
     EXIT_TEST_FAILED,
@@ -40,21 +41,28 @@ ARTIFACTS = {"serial_log": "serial.log", "dmesg": "dmesg.txt", "config": "config
 
 
 
+DEFAULT_SUITE = ("selftest", "workloads")
+
+
 @dataclass
 class VmTestRequest:
-    """What to test: the kernel (tree, rev, fragments), the suite, where to write."""
+    """The one request type: the kernel to build and what to run on it, where to write.
 
-    tree: Path | None = None
-    rev: str | None = None
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    suite: list[str] = field(default_factory=lambda: ["selftest", "workloads"])
-    out: Path | None = None
+    `vm-test` and `workload run` fill it from the command line; `bisect-step` and
+    `validate` keep one as the template of every run and swap the tree (`for_tree`).
+    """
+
+    kernel: KernelRequest = field(default_factory=KernelRequest)
+    suite: list[str] = field(default_factory=lambda: list(DEFAULT_SUITE))
+    workload_files: list[Path] = field(default_factory=list)
     accel: str = "auto"
     append: str = ""
-    jobs: int | None = None
-    workload_files: list[Path] = field(default_factory=list)
-    patches: list[Path] = field(default_factory=list)
+    out: Path | None = None
+
+    def for_tree(self, tree: Path, out: Path | None) -> VmTestRequest:
+        """The same test of `tree` as checked out (no revision, no patches), into `out`."""
+        kernel = replace(self.kernel, tree=tree, rev=None, patches=[])
+        return replace(self, kernel=kernel, out=out)
 
 
 @dataclass
@@ -74,13 +82,16 @@ class Suite:
     workloads: list[str] | str | None = None  # "builtin" or names
 
 
+def suite_items(values: list[str] | None) -> list[str]:
+    """`--suite a,b --suite c` -> ['a', 'b', 'c'] (empty: the default suite is meant)."""
+    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+
+
 def parse_suite(items: list[str]) -> Suite:
     """Parse --suite values: selftest, selftest-full, selftest:ID,..., workloads,
     workloads:NAME,..., all (= selftest + workloads)."""
     s = Suite()
-    for item in ",".join(items).replace(" ", "").split(","):
-        if not item:
-            continue
+    for item in suite_items(items):
         name, _, rest = item.partition(":")
         if rest and name in ("all", "selftest-full"):
             raise UserError(f"--suite {item}: {name} takes no ':' list")
@@ -158,9 +169,7 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
 
 def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("build"):
-        kreq = kernel.KernelRequest(req.tree, req.rev, req.fragments, req.configs, req.jobs,
-                                    req.patches)
-        art = kernel.build_kernel(kreq, run.progress)
+        art = kernel.build_kernel(req.kernel, run.progress)
         run.meta.update(tree=str(art.tree.path), tree_kind=art.tree.kind,
                         revision=art.tree.revision, kernel_release=art.release,
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)

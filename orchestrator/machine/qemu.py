@@ -56,7 +56,7 @@ class MachineProfile:
     tcg_cpu: str = ""
 
 
-def load_profile(name: str = "default") -> MachineProfile:
+def load_machine_profile(name: str = "default") -> MachineProfile:
     """Load `orchestrator/profiles/<name>.toml` (or a path)."""
     path = Path(name) if name.endswith(".toml") else MACHINE_PROFILES_DIR / f"{name}.toml"
     try:

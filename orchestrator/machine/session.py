@@ -95,7 +95,7 @@ def guest(kernel: Path, img: image.Image, run_dir: Path, accel: str = "auto",
           append: str = "", profile: str = "default") -> Iterator[Guest]:
     """Boot a guest and yield it; QEMU is stopped on every way out."""
     choice = qemu.choose_accel(accel)
-    prof = qemu.load_profile(profile)
+    prof = qemu.load_machine_profile(profile)
     req = qemu.BootRequest(kernel, img, run_dir, prof, choice.accel, append)
     reason = choice.reason
     if choice.probe_needed:

@@ -19,26 +19,26 @@ from orchestrator.model.machine import PREDICTED_COUNTERS, Faults
 from orchestrator.model.predict import predict
 from orchestrator.model.prediction import (
     CheckpointPrediction,
-    Observation,
     Outcome,
+    PredictedState,
     Prediction,
     RegionState,
     Schedule,
     format_prediction,
 )
-from orchestrator.model.profile import VersionProfile, load_profile
+from orchestrator.model.profile import VersionProfile, load_version_profile
 
 __all__ = [
     "PREDICTED_COUNTERS",
     "CheckpointPrediction",
     "Faults",
-    "Observation",
+    "PredictedState",
     "Outcome",
     "Prediction",
     "RegionState",
     "Schedule",
     "VersionProfile",
     "format_prediction",
-    "load_profile",
+    "load_version_profile",
     "predict",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 from orchestrator.model.machine import Faults
 from orchestrator.model.mm import HPAGE_PMD_NR
 from orchestrator.model.prediction import CheckpointPrediction, Outcome, Prediction, Schedule
-from orchestrator.model.profile import VersionProfile, load_profile
+from orchestrator.model.profile import VersionProfile, load_version_profile
 from orchestrator.model.results import Scan
 from orchestrator.model.simulate import ASSUMPTIONS, Chooser, WorkloadRun, enumerate_runs
 from orchestrator.spec import WorkloadSpec
@@ -22,7 +22,7 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
     `version` selects the profile (nearest known one, with a warning, if
     unknown); `faults` injects THP allocation/charge failures.
     """
-    profile = load_profile(version)
+    profile = load_version_profile(version)
     flt = faults or Faults()
 
     def make(ch: Chooser) -> WorkloadRun:

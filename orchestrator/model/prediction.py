@@ -22,7 +22,7 @@ class RegionState:
 
 
 @dataclass(frozen=True)
-class Observation:
+class PredictedState:
     """Everything a checkpoint records. `results` maps step index -> "ok" or errno."""
 
     counters: tuple[tuple[str, int], ...]
@@ -49,7 +49,7 @@ class Outcome:
     at which this observation can be read: the decisions before the checkpoint are
     ``decisions[:cut]``. JSON: ``"cuts": {"<schedule>": [cut, ...]}``."""
 
-    observation: Observation
+    observation: PredictedState
     reasons: list[str]
     schedules: list[int]
     time_ms: int
@@ -111,7 +111,7 @@ class Prediction:
                 "assumptions": list(self.assumptions)}
 
 
-def _fmt_counters(obs: Observation) -> str:
+def _fmt_counters(obs: PredictedState) -> str:
     parts = [f"{k} +{v}" for k, v in obs.counters if v]
     return ", ".join(parts) if parts else "all +0"
 

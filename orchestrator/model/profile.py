@@ -1,7 +1,7 @@
 """Kernel version profiles: the rule differences between versions, as data.
 
 A profile is one TOML file in `orchestrator/model/profiles/`; the directory
-listing is the registry. `load_profile("6.12")` picks the exact profile, and
+listing is the registry. `load_version_profile("6.12")` picks the exact profile, and
 an unknown version (``"6.6"``) the nearest one by (major, minor) distance, with
 a warning. Patch levels (``"6.12.117"``) select their minor's profile silently.
 """
@@ -127,7 +127,7 @@ def _key(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def load_profile(version: str = "6.12") -> VersionProfile:
+def load_version_profile(version: str = "6.12") -> VersionProfile:
     """The profile for `version`, or the nearest known one (with a warning)."""
     profiles = available_profiles()
     want = _key(version)

@@ -56,7 +56,7 @@ from orchestrator.model.mm import (
     Mm,
     Vma,
 )
-from orchestrator.model.prediction import Observation, RegionState
+from orchestrator.model.prediction import PredictedState, RegionState
 from orchestrator.model.profile import VersionProfile
 from orchestrator.spec import SETTINGS_WRITE_ORDER, Step, WorkloadSpec, layout_addresses
 
@@ -105,7 +105,7 @@ class CheckpointRecord:
 
     label: str
     step: int
-    seen: list[tuple[str, Observation, int, tuple[int, ...]]] = field(default_factory=list)
+    seen: list[tuple[str, PredictedState, int, tuple[int, ...]]] = field(default_factory=list)
     n_choices: int = 0  # choices made before this checkpoint (they explain it)
 
 
@@ -142,8 +142,8 @@ class WorkloadRun:
         self.results: dict[int, str] = {}
         self.checkpoints: list[CheckpointRecord] = []
         self.pending: Pending | None = None
-        self.fs_snaps: dict[int, Observation] = {}
-        self.fs_end: dict[int, Observation] = {}
+        self.fs_snaps: dict[int, PredictedState] = {}
+        self.fs_end: dict[int, PredictedState] = {}
         self.fs_cut: dict[int, int] = {}  # full_scans value -> decision-log length then
         self.fs_end_cut: dict[int, int] = {}
         self._pending_fs: list[int] = []
@@ -166,13 +166,13 @@ class WorkloadRun:
                 self.fs_end_cut[fs] = len(self.m.log)
             self._pending_fs = []
 
-    def observe(self, timed_out: bool = False) -> Observation:
+    def observe(self, timed_out: bool = False) -> PredictedState:
         """The checkpoint record of the current state."""
         regions = []
         for proc, mm in self.m.mms.items():
             for r in self.spec.regions:
                 regions.append((proc, r.name, self._region_state(mm, r.name)))
-        return Observation(tuple((k, self.m.counters[k]) for k in PREDICTED_COUNTERS),
+        return PredictedState(tuple((k, self.m.counters[k]) for k in PREDICTED_COUNTERS),
                            tuple(regions), tuple(sorted(self.results.items())), timed_out)
 
     def _region_state(self, mm: Mm, name: str) -> RegionState:

@@ -15,26 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cache import write_json
-from orchestrator.errors import InfraError, ThpvmError, UserError
+from orchestrator.errors import InfraError, ResultSchemaError, UserError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RESULT_NAME = "result.json"
 _MAX_SHOWN = 10
-
-
-class ResultSchemaError(ThpvmError):
-    """A result dict does not follow result.schema.json.
-
-    Produced by thpvm's own pipeline this is a thpvm bug (exit 128, like any
-    abort); `load_result` turns it into a `UserError` for a file the user gave.
-    `problems` lists each violation as 'path: message'.
-    """
-
-    def __init__(self, message: str, problems: list[str]) -> None:
-        super().__init__(message, "\n".join(problems))
-        self.problems = problems
 
 
 @cache

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cache import write_json
-from orchestrator.errors import InfraError
+from orchestrator.errors import CounterFormatError
 from orchestrator.machine.guest import GuestShell
 from orchestrator.report.resultdata import (
     KEY_COUNTERS as KEY_COUNTERS,  # the one definition, re-exported
@@ -65,10 +65,6 @@ _VMSTAT_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_]+) (?P<value>-?\d+)$")
 _SYSFS_KEY = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)*$")
 _SELECTED = re.compile(r"\[([^\[\]\s]+)\]")
 _INT = re.compile(r"^-?\d+$")
-
-
-class CounterFormatError(InfraError):
-    """The guest's counter output could not be read (a malformed or missing record)."""
 
 
 @dataclass

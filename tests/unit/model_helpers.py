@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrator.model.khugepaged import Khugepaged
 from orchestrator.model.machine import Faults, Machine
 from orchestrator.model.mm import HPAGE_PMD_NR, Mm
-from orchestrator.model.profile import load_profile
+from orchestrator.model.profile import load_version_profile
 from orchestrator.model.simulate import Chooser, WorkloadRun
 from orchestrator.spec import parse_spec
 
@@ -18,7 +18,7 @@ def machine(regions: dict[str, int], version: str = "6.12", faults: Faults | Non
     for name, pmds in regions.items():
         text += ["[[regions]]", f'name = "{name}"', f"pmds = {pmds}"]
     text += ["[[steps]]", 'op = "checkpoint"']
-    run = WorkloadRun(parse_spec("\n".join(text), "<t>"), load_profile(version),
+    run = WorkloadRun(parse_spec("\n".join(text), "<t>"), load_version_profile(version),
                       faults or Faults(), Chooser([]))
     starts = {n: s for n, (s, _) in run.extent.items()}
     return run.m, run.k, run.m.mms["parent"], starts

@@ -32,7 +32,7 @@ from orchestrator.model.mm import (
     WRITE,
     YOUNG,
 )
-from orchestrator.model.profile import load_profile, parse_profile
+from orchestrator.model.profile import load_version_profile, parse_profile
 from orchestrator.model.results import Scan
 from orchestrator.model.scan import C_PMD_NONE, C_PMD_NULL, empty_pmd_code
 
@@ -161,22 +161,22 @@ def test_nohugepage_blocks_madv_collapse() -> None:
 
 
 def test_profiles() -> None:
-    p612, p70 = load_profile("6.12"), load_profile("7.0")
+    p612, p70 = load_version_profile("6.12"), load_version_profile("7.0")
     assert p612.result_value(Scan.EXCEED_NONE_PTE) == 5
     assert p612.result_value(Scan.PAGE_FILLED) == 31
     assert p612.result_value(Scan.NO_PTE_TABLE) == -1
     assert p70.result_value(Scan.NO_PTE_TABLE) == 2
-    assert load_profile("6.12.117") is p612
-    assert load_profile("6.1").collapse_exceed_none_errno == "EINVAL"
+    assert load_version_profile("6.12.117") is p612
+    assert load_version_profile("6.1").collapse_exceed_none_errno == "EINVAL"
 
 
 def test_unknown_version_uses_nearest_profile_with_warning(caplog: pytest.LogCaptureFixture
                                                             ) -> None:
     with caplog.at_level(logging.WARNING):
-        assert load_profile("6.11").version == "6.12"
+        assert load_version_profile("6.11").version == "6.12"
     assert "nearest" in caplog.text and "6.11" in caplog.text
     with pytest.raises(UserError, match="MAJOR.MINOR"):
-        load_profile("latest")
+        load_version_profile("latest")
 
 
 def test_bad_profile_names_file_and_key() -> None:

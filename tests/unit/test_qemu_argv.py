@@ -160,7 +160,7 @@ def test_keys_disk_is_read_only_with_its_serial(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- profiles
 
 def test_load_shipped_default_profile() -> None:
-    p = qemu.load_profile()
+    p = qemu.load_machine_profile()
     assert p == qemu.MachineProfile(
         "default", 2048, 2, "q35", "qboot.rom", 512,
         "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on i8042.noaux=1 i8042.nokbd=1",
@@ -170,14 +170,15 @@ def test_load_shipped_default_profile() -> None:
 def test_load_profile_by_path_with_defaults(tmp_path: Path) -> None:
     path = tmp_path / "small.toml"
     path.write_text('name = "small"\nmemory_mb = 512\ncpus = 1\nmachine = "pc"\n')
-    assert qemu.load_profile(str(path)) == qemu.MachineProfile("small", 512, 1, "pc", "", 0, "")
+    want = qemu.MachineProfile("small", 512, 1, "pc", "", 0, "")
+    assert qemu.load_machine_profile(str(path)) == want
 
 
 def test_load_profile_missing_names_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"machine profile .*nope.toml"):
-        qemu.load_profile(str(tmp_path / "nope.toml"))
+        qemu.load_machine_profile(str(tmp_path / "nope.toml"))
     with pytest.raises(UserError, match=r"profiles/no-such-profile.toml"):
-        qemu.load_profile("no-such-profile")
+        qemu.load_machine_profile("no-such-profile")
 
 
 @pytest.mark.parametrize("text, what", [
@@ -189,7 +190,7 @@ def test_load_profile_bad_content_names_file(tmp_path: Path, text: str, what: st
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(UserError) as info:
-        qemu.load_profile(str(path))
+        qemu.load_machine_profile(str(path))
     assert str(path) in info.value.message and what in info.value.message
 
 
