@@ -11,6 +11,9 @@ Everything thpvm builds lives under one root, outside the repository:
     tools/<key>/              host-built guest tools (workload driver)
     runs/<id>/                run directories (unless --out)
     ccache/                   compiler cache
+
+The root and every directory thpvm creates under it are private (0700): the
+cache holds SSH keys and the guests' disks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,10 +41,28 @@ def cache_root() -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """A directory under the cache root, created on demand."""
-    path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    """A directory under the cache root, created on demand (0700, like the root)."""
+    root = cache_root()
+    _private_dir(root)
+    st = root.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(root, 0o700)
+    path = root
+    for part in parts:
+        path = path / part
+        _private_dir(path)
     return path
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` 0700 (missing parents too); an existing directory is left as it is."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def digest(*items: str | bytes, length: int = 16) -> str:
@@ -61,7 +82,7 @@ def new_run_dir(label: str = "run") -> Path:
     for n in range(1000):
         path = runs / f"{stamp}-{label}-{n}"
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)
             return path
         except FileExistsError:
             continue
@@ -75,14 +96,15 @@ def write_json(path: Path, data: object) -> None:
     tmp.replace(path)
 
 
-def prune_runs(keep: int) -> list[Path]:
+def prune_runs(keep: int, busy: Callable[[Path], bool] | None = None) -> list[Path]:
     """Delete all but the `keep` newest run directories under the cache's runs/
-    (never a `--out` directory elsewhere); returns what was deleted."""
+    (never a `--out` directory elsewhere, never one `busy` says is in use);
+    returns what was deleted."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
     runs = sorted((p for p in cache_dir("runs").iterdir() if p.is_dir()),
                   key=lambda p: p.stat().st_mtime, reverse=True)
-    doomed = runs[keep:]
+    doomed = [p for p in runs[keep:] if busy is None or not busy(p)]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed

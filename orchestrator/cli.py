@@ -206,7 +206,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.prune is not None:
         if args.prune < 0:
             raise UserError(f"--prune {args.prune}: expected a number of runs to keep (>= 0)")
-        for path in cache.prune_runs(args.prune):
+        from orchestrator.machine import leftovers
+
+        for line in leftovers.reap(cache.cache_dir("runs")):
+            print(line)
+        for path in cache.prune_runs(args.prune, busy=leftovers.in_use):
             print(f"deleted {path}")
         return EXIT_OK
     runs = list_runs(args.root or cache.cache_dir("runs"), limit=args.limit)
@@ -412,7 +416,8 @@ def _add_result_commands(sub: Sub) -> None:
     rl.add_argument("--root", type=Path, help="runs directory (default: the cache's runs/)")
     rl.add_argument("--json", action="store_true", help="print the list as JSON")
     rl.add_argument("--prune", type=int, metavar="KEEP",
-                    help="delete all but the KEEP newest runs under the cache (not --out dirs)")
+                    help="reap what killed runs left (QEMU, sockets, disks), then delete all but "
+                         "the KEEP newest runs under the cache (not --out dirs, not live runs)")
     rl.set_defaults(handler=cmd_runs)
     dp = sub.add_parser("diff", help="compare two runs: case status, workload verdicts, counters")
     dp.add_argument("run_a", metavar="RUN_A", help="base run directory or run id")

@@ -87,7 +87,12 @@ def test_vm_reaches_ready_and_stops(req: qemu.BootRequest, pids: list[int]) -> N
         assert vm.qmp("query-status")["return"] == {"status": "running", "running": True}
         socks = vm._socks
         assert socks is not None and (socks / "serial.sock").exists()
+        assert socks.stat().st_mode & 0o777 == 0o700
+        lease = json.loads((req.run_dir / "qemu-lease.json").read_text())
+        assert lease["qemu"][0] == vm.popen.pid and lease["thpvm"][0] == os.getpid()
+        assert (socks / "qemu-lease.json").exists()
     assert not vm.alive() and vm.popen.returncode == 0  # left through QMP quit
+    assert not (req.run_dir / "qemu-lease.json").exists()  # released in order
     assert gone(vm.popen.pid)
     assert socks is not None and not socks.exists()
     assert [e.kind for e in vm.events] == ["ready"]
@@ -96,7 +101,8 @@ def test_vm_reaches_ready_and_stops(req: qemu.BootRequest, pids: list[int]) -> N
     argv = json.loads((run / "qemu-argv.json").read_text())
     assert argv[0] == "qemu-system-x86_64"
     assert f"thpvm.marker={vm.marker}" in argv[argv.index("-append") + 1]
-    assert f"hostfwd=tcp:127.0.0.1:{vm.port}-:22" in argv[argv.index("-netdev") + 1]
+    # QEMU binds the port itself (no race with another process); thpvm read it over QMP
+    assert "hostfwd=tcp:127.0.0.1:0-:22" in argv[argv.index("-netdev") + 1]
     serial = (run / "serial.log").read_bytes().decode()
     assert f"{vm.marker}\r\n" in serial and "Run /sbin/thpvm-init as init process" in serial
     log = (run / "qemu.log").read_text()
