@@ -3,12 +3,13 @@
 QEMU is a child thpvm owns: started through `proc.spawn` in its own process
 group, watched by a `ConsoleMonitor`, stopped over QMP and then killed (group)
 in `finally`, including on SIGINT/SIGTERM (cli.py turns SIGTERM into
-KeyboardInterrupt), and killed by the kernel if thpvm dies (PDEATHSIG, see `proc`); a lease lets the next run reap
-what a dead thpvm left (see `leftovers`). SSH is forwarded from 127.0.0.1 only,
-on a port QEMU binds itself (`hostfwd=...:0`) and thpvm reads back over QMP, so
-no other process can take the port between its choice and its use. The guest's
-SSH host key is not in the base image: it comes per boot on a small read-only
-disk (serial `thpvm-keys`) that the image's init unpacks.
+KeyboardInterrupt), and killed by the kernel if thpvm dies (PDEATHSIG, see
+`proc`); a lease lets the next run reap what a dead thpvm left (see
+`leftovers`). SSH is forwarded from 127.0.0.1 only, on a port QEMU binds itself
+(`hostfwd=...:0`) and thpvm reads back over QMP, so no other process can take
+the port between its choice and its use. The guest's SSH host key is not in the
+base image: it comes per boot on a small read-only disk (serial `thpvm-keys`)
+that the image's init unpacks.
 """
 
 from __future__ import annotations
