@@ -253,7 +253,7 @@ def _collect(chan: paramiko.Channel, cmd: str, timeout: float,
 
 def _await_status(chan: paramiko.Channel, until: float, cmd: str) -> None:
     """Wait for the exit status (or the channel's close) that follows EOF."""
-    while not chan.exit_status_ready():
+    while not chan.exit_status_ready() and not chan.closed:
         if time.monotonic() > until:
             raise GuestError(f"guest command ended without an exit status: {cmd[:120]!r}")
         time.sleep(0.005)
