@@ -109,7 +109,8 @@ def quiet_paramiko() -> None:
 class SshShell:
     """`GuestShell` over SSH (paramiko): key auth, pinned host key, deadlines.
     `liveness`, if set, is called every few seconds while a command runs and raises
-    `GuestError` when the guest cannot answer any more (QEMU exited or stopped)."""
+    `GuestError` when the guest cannot answer any more (QEMU exited or stopped);
+    the watchdog of every operation calls it every LIVENESS_EVERY s."""
 
     def __init__(self, host: str, port: int, key_path: Path, host_key_pub: Path,
                  liveness: Callable[[], None] | None = None) -> None:
@@ -163,31 +164,46 @@ class SshShell:
 
     @contextmanager
     def _deadline(self, timeout: float, what: str) -> Iterator[None]:
-        """Run the block within `timeout` s: past it, a watchdog closes the connection
-        (which unblocks every paramiko wait) and the block raises GuestTimeout."""
+        """Run the block within `timeout` s. A watchdog thread closes the connection
+        (which unblocks every paramiko wait) past the deadline (GuestTimeout) or as
+        soon as `liveness` says the guest cannot answer (GuestError)."""
         client = self._require()
-        fired = threading.Event()
+        done = threading.Event()
+        fired: list[GuestError] = []
 
-        def fire() -> None:
-            fired.set()
+        def watch() -> None:
+            end = time.monotonic() + timeout
+            while not done.wait(min(LIVENESS_EVERY, max(0.0, end - time.monotonic()))):
+                if time.monotonic() >= end:
+                    fired.append(GuestTimeout(f"no answer from the guest within "
+                                              f"{timeout:.0f} s while {what}"))
+                    break
+                try:
+                    if self.liveness is not None:
+                        self.liveness()
+                except GuestError as e:
+                    fired.append(GuestError(f"{e.message} (while {what})"))
+                    break
+            else:
+                return
             client.close()
 
-        timer = threading.Timer(timeout, fire)
-        timer.daemon = True
-        timer.start()
+        threading.Thread(target=watch, name="ssh-watchdog", daemon=True).start()
         try:
             yield
-        except (OSError, paramiko.SSHException, EOFError) as e:
-            if fired.is_set():
+        except (OSError, paramiko.SSHException, EOFError, GuestError) as e:
+            done.set()
+            if fired:
                 self.client = None
-                raise GuestTimeout(f"no answer from the guest within {timeout:.0f} s "
-                                   f"while {what}; SSH connection closed") from e
+                raise fired[0] from e
+            if isinstance(e, GuestError):
+                raise
             raise GuestError(f"SSH connection lost while {what}: {e}") from e
         finally:
-            timer.cancel()
-        if fired.is_set():
+            done.set()
+        if fired:
             self.client = None
-            raise GuestTimeout(f"no answer from the guest within {timeout:.0f} s while {what}")
+            raise fired[0]
 
     def run(self, cmd: str, timeout: float = 60.0) -> CommandResult:
         """Run `cmd` with sh in the guest, output read to EOF. GuestTimeout past
@@ -199,7 +215,7 @@ class SshShell:
                 raise GuestError(f"SSH connection lost before {what}")
             chan = transport.open_session(timeout=min(timeout, 15.0))
             chan.exec_command(framed(cmd))
-            return _collect(chan, cmd, timeout, self.liveness)
+            return _collect(chan, cmd, timeout)
         raise AssertionError("unreachable")  # pragma: no cover  (for mypy)
 
     def put(self, local: Path, remote: str, mode: int = 0o755,
@@ -222,22 +238,16 @@ class SshShell:
             self.client = None
 
 
-def _collect(chan: paramiko.Channel, cmd: str, timeout: float,
-             liveness: Callable[[], None] | None = None) -> CommandResult:
+def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
     """Read stdout and stderr to EOF, then the exit status."""
     out: list[bytes] = []
     err: list[bytes] = []
     deadline = time.monotonic() + timeout
-    next_check = time.monotonic() + LIVENESS_EVERY
     try:
         while not _drained(chan, out, err):
-            now = time.monotonic()
-            if now > deadline:
+            if time.monotonic() > deadline:
                 raise GuestTimeout(f"guest command timed out after {timeout:.0f} s: "
                                    f"{cmd[:120]!r}", _tail(out))
-            if liveness is not None and now > next_check:
-                next_check = now + LIVENESS_EVERY
-                liveness()
         _await_status(chan, min(time.monotonic() + 5.0, deadline), cmd)
     except GuestError as e:
         e.detail = e.detail or _tail(out)

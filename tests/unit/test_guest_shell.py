@@ -72,20 +72,9 @@ def test_channel_closed_without_exit_status_is_a_lost_guest() -> None:
     assert info.value.detail == "half"
 
 
-def test_command_deadline_and_liveness() -> None:
+def test_command_deadline() -> None:
     with pytest.raises(GuestTimeout, match="timed out after 0 s"):
         guest._collect(FakeChannel([], status=None, eof=False), "sleep", timeout=0.2)  # type: ignore[arg-type]
-
-    def gone() -> None:
-        raise GuestError("guest lost: QEMU was stopped on the host")
-
-    guest_liveness_every, guest.LIVENESS_EVERY = guest.LIVENESS_EVERY, 0.05
-    try:
-        with pytest.raises(GuestError, match="stopped on the host"):
-            guest._collect(FakeChannel([], status=None, eof=False), "sleep",  # type: ignore[arg-type]
-                           timeout=30, liveness=gone)
-    finally:
-        guest.LIVENESS_EVERY = guest_liveness_every
 
 
 def test_framing_keeps_the_session_shell_alive() -> None:
@@ -115,3 +104,18 @@ def test_watchdog_ends_a_blocked_transfer(tmp_path: Path) -> None:
     assert client.closed.is_set() and shell.client is None
     with pytest.raises(GuestError, match="not connected"):
         shell.run("true")
+
+
+def test_watchdog_stops_waiting_once_liveness_fails(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def stopped() -> None:
+        raise GuestError("guest lost: QEMU was stopped on the host")
+
+    monkeypatch.setattr(guest, "LIVENESS_EVERY", 0.05)
+    shell = guest.SshShell("127.0.0.1", 1, tmp_path / "k", tmp_path / "k.pub", liveness=stopped)
+    client = BlockingClient()
+    shell.client = client  # type: ignore[assignment]
+    with pytest.raises(GuestError, match="stopped on the host") as info:
+        shell.get("/root/trace", tmp_path / "trace", timeout=3600)
+    assert not isinstance(info.value, GuestTimeout)
+    assert client.closed.is_set() and shell.client is None
