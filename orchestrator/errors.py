@@ -70,6 +70,11 @@ class GuestError(InfraError):
     """The guest connection was lost or a guest command timed out."""
 
 
+class GuestLost(GuestError):
+    """The guest stopped answering and the crash authority (machine/health.py) found
+    no kernel failure: QEMU exited or was stopped on the host, or SSH was lost."""
+
+
 class GuestTimeout(GuestError):
     """A guest command did not finish within its deadline (the guest may still be fine)."""
 

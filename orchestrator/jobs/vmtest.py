@@ -26,11 +26,14 @@ from orchestrator.errors import (
     EXIT_OK,
     EXIT_TEST_FAILED,
     GuestError,
+    GuestLost,
     GuestTimeout,
     ThpvmError,
     UserError,
 )
 from orchestrator.machine import qemu, session
+from orchestrator.machine.guest import signal_name
+from orchestrator.machine.health import Diagnosis
 from orchestrator.report import render as report
 from orchestrator.report.progress import Progress
 from orchestrator.report.resultfile import SCHEMA_VERSION
@@ -194,17 +197,22 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
         run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
                         boot_seconds=round(g.boot_seconds, 2),
                         ssh_seconds=round(g.ssh_seconds, 2))
-        before = _snapshot(g)
+        before = None
         try:
+            before = _snapshot(g)
             if invocations:
                 with run.stage("selftest"), _sampling(g, run, "selftest"):
                     _run_selftest(g, st_bin, invocations, run, before)
             if workloads and not run.meta.get("crashed"):
                 with run.stage("workloads"):
                     _run_workloads(g, workloads, run)
+        except GuestError as e:  # from setup steps (uploads, snapshots): ask the authority
+            raise _lost(e, g.diagnose()) from e
         finally:
             _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
             run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
+            if g.lost is not None:
+                run.meta["guest_lost"] = g.lost.to_json()
 
 
 @contextmanager
@@ -217,7 +225,7 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if _kernel_crash(g) is None and g.vm.alive():
+        if g.usable():
             try:
                 run.series[label] = counters.stop_sampler(g.shell, sampler)
             except (GuestError, counters.CounterFormatError) as e:
@@ -226,7 +234,7 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
 
 def _snapshot(g: session.Guest) -> Any:
 
-    if g.vm.crash() is not None:
+    if not g.usable():
         return None
     try:
         return counters.snapshot(g.shell)
@@ -283,10 +291,16 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
                      if outcome.before and outcome.after else {})
         if outcome.error:
             entry["status"] = "crash"
+        elif signal_name(outcome.exit_code):  # the test program crashed: a test failure
+            entry["status"] = "fail"
+            entry["explanation"] = f"killed by {signal_name(outcome.exit_code)} " \
+                                   f"(exit status {outcome.exit_code})"
         results.append(entry)
         if entry["status"] in ("fail", "crash"):
+            why = outcome.error or (entry.get("explanation", "")
+                                    if signal_name(outcome.exit_code) else "")
             run.failures.append(f"selftest {' '.join(outcome.argv)}: {entry['status']}"
-                                + (f" ({outcome.error})" if outcome.error else ""))
+                                + (f" ({why})" if why else ""))
         if outcome.error:
             run.meta["crashed"] = True
             break
@@ -301,24 +315,27 @@ def _invoke(g: session.Guest, inv: selftest.Invocation,
     try:
         outcome = selftest.run_invocation(g.shell, inv, before)
     except GuestError as e:
-        crash = g.diagnose_lost()
-        if crash is not None:
-            why = f"kernel {crash.kind}: {crash.lines[0]}"
-        elif isinstance(e, GuestTimeout):
+        d = g.diagnose()
+        if d.kernel_failure:
+            why = d.summary
+        elif isinstance(e, GuestTimeout) and d.alive:
             why = e.message  # the guest answers but the test never finished: a failure
         else:
-            raise  # connection lost, no kernel crash, QEMU gone: infrastructure
+            raise _lost(e, d) from e  # QEMU gone or stopped, SSH lost: infrastructure
         return selftest.InvocationOutcome(inv, selftest.guest_argv(inv), None, e.detail,
                                           time.monotonic() - start, error=why)
-    crash = _kernel_crash(g)
+    crash = g.kernel_failure()
     if crash is not None:
         outcome.error = f"kernel {crash.kind}: {crash.lines[0]}"
     return outcome
 
 
-def _kernel_crash(g: session.Guest) -> Any:
-    """A panic/oops/lockup the console saw (QEMU merely exiting is not a kernel crash)."""
-    return g.vm.console.severe() if g.vm.console else None
+def _lost(e: GuestError, d: Diagnosis) -> GuestError:
+    """The infrastructure error for a guest lost without a kernel failure."""
+    if d.alive or isinstance(e, GuestLost):
+        return e
+    return GuestLost(f"{e.message}: guest lost ({d.kind}: {d.summary})",
+                      "\n".join(d.lines) or e.detail)
 
 
 def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
@@ -340,13 +357,17 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
                                            remote, run.meta["kernel_release"])
         except GuestError as e:
-            if _kernel_crash(g) is None and not g.vm.alive():
-                raise  # guest gone without a kernel crash: infrastructure
+            d = g.diagnose()
+            if not (d.kernel_failure or d.alive):
+                raise _lost(e, d) from e  # guest lost without a kernel failure: infra
             entry = workload_suite.error_entry(spec, f"{e.message}\n{e.detail}".strip())
         run.workloads.append(entry)
         if entry["verdict"] != "match":
-            run.failures.append(f"workload {spec.name}: {entry['verdict']}")
-        if _kernel_crash(g) is not None:
+            why = entry["explanation"].splitlines()[0][:200] if entry["verdict"] == "error" \
+                else ""
+            run.failures.append(f"workload {spec.name}: {entry['verdict']}"
+                                + (f" ({why})" if why else ""))
+        if g.kernel_failure() is not None:
             run.failures.append(f"kernel crashed during workload {spec.name}")
             run.meta["crashed"] = True
             break

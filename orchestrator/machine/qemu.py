@@ -258,14 +258,6 @@ class Vm:
         """QEMU still running."""
         return self.popen is not None and self.popen.poll() is None
 
-    def crash(self) -> ConsoleEvent | None:
-        """The first severe console event so far, or an `exited` event if QEMU is gone."""
-        ev = self.console.severe() if self.console else None
-        if ev is None and self.popen is not None and self.popen.poll() is not None:
-            ev = ConsoleEvent("exited", time.monotonic() - self.started_at,
-                              [f"QEMU exited with status {self.popen.returncode}"])
-        return ev
-
     def qmp(self, command: str, timeout: float = 5.0,
             arguments: dict[str, object] | None = None) -> dict[str, object]:
         """Run one QMP command and return its response."""
