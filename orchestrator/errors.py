@@ -70,6 +70,10 @@ class GuestError(InfraError):
     """The guest connection was lost or a guest command timed out."""
 
 
+class GuestOutputError(InfraError):
+    """The guest's output could not be used: malformed, or numbers beyond sane bounds."""
+
+
 class GuestTimeout(GuestError):
     """A guest command did not finish within its deadline (the guest may still be fine)."""
 

@@ -120,6 +120,9 @@ def check_request(req: BisectRequest) -> None:
     for frag in req.fragments:
         if not frag.is_file():
             raise UserError(f"kconfig fragment not found: {frag}")
+    from orchestrator.jobs.vmtest import check_inputs
+
+    check_inputs(req.suite, [], req.fragments, req.configs, [])  # before the first build
 
 
 def run_bisect(req: BisectRequest, step_prefix: list[str] | None = None) -> BisectOutcome:

@@ -124,6 +124,9 @@ def check_request(req: ValidateRequest) -> None:
     for path in [*req.patches, *req.fragments]:
         if not path.is_file():
             raise UserError(f"file not found: {path}")
+    from orchestrator.jobs.vmtest import check_inputs
+
+    check_inputs(req.suite, [], req.fragments, req.configs, [])  # before the first build
 
 
 def run_validate(req: ValidateRequest, tester: trials.Tester | None = None) -> ValidateOutcome:

@@ -81,23 +81,52 @@ def parse_suite(items: list[str]) -> Suite:
     for item in ",".join(items).replace(" ", "").split(","):
         if not item:
             continue
-        name, _, rest = item.partition(":")
-        if rest and name in ("all", "selftest-full"):
+        name, colon, rest = item.partition(":")
+        if colon and name in ("all", "selftest-full"):
             raise UserError(f"--suite {item}: {name} takes no ':' list")
         if name == "all":
             s.selftest, s.workloads = "default", "builtin"
-        elif name == "selftest" and rest:
-            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + rest.split("+")
+        elif name == "selftest" and colon:
+            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + _names(item, rest)
         elif name in ("selftest", "selftest-full"):
             s.selftest = "full" if name.endswith("full") else "default"
-        elif name == "workloads" and rest:
-            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) + rest.split("+")
+        elif name == "workloads" and colon:
+            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) \
+                + _names(item, rest)
         elif name == "workloads":
             s.workloads = "builtin"
         else:
             raise UserError(f"--suite {item}: expected selftest, selftest-full, "
                             "selftest:ID[+ID], workloads, workloads:NAME[+NAME] or all")
     return s
+
+
+def _names(item: str, rest: str) -> list[str]:
+    names = rest.split("+")
+    if not all(names):
+        raise UserError(f"--suite {item}: expected a '+'-separated list of names after ':'")
+    return names
+
+
+def check_inputs(suite_items: list[str], workload_files: list[Path], fragments: list[Path],
+                 configs: list[str], patches: list[Path]) -> Suite:
+    """Every input that can be checked before a build or boot (UserError naming the file
+    and key): the suite, selftest ids, workload names and specs (and that they fit the
+    guest), kconfig fragments, patches. vm-test, bisect and validate call it first."""
+    from orchestrator.spec import check_fits
+    from orchestrator.suites.workloads import runner as workload_suite
+
+    suite = parse_suite(suite_items)
+    if isinstance(suite.selftest, list):
+        selftest.check_ids(selftest.load_matrix(), suite.selftest)
+    memory_mb = qemu.load_profile().memory_mb
+    for spec in workload_suite.select(suite.workloads, workload_files):
+        check_fits(spec, memory_mb)
+    kernel.load_fragments(fragments, configs)
+    for p in patches:
+        if not p.is_file():
+            raise UserError(f"--patch {p}: no such file")
+    return suite
 
 
 class Run:
@@ -141,7 +170,7 @@ class Run:
 def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestOutcome:
     """Run the whole job; see the module docstring for the exit-code contract.
     `progress` is a display for stage lines and a moving status line, or None."""
-    suite = parse_suite(req.suite)
+    suite = check_inputs(req.suite, req.workload_files, req.fragments, req.configs, req.patches)
     run = Run(req.out, progress)
     try:
         _pipeline(req, suite, run)

@@ -216,7 +216,7 @@ def error_classes() -> list[type[ThpvmError]]:
 
 EXPECTED = {"ThpvmError": 128, "UserError": 2, "ConfigError": 2, "InfraError": 125,
             "BuildError": 125, "ImageError": 125, "BootError": 125, "GuestError": 125,
-            "GuestTimeout": 125,
+            "GuestTimeout": 125, "GuestOutputError": 125,
             "TestFailure": 1}
 
 
