@@ -98,8 +98,10 @@ def test_empty_suite_lists_are_errors(items: list[str]) -> None:
 
 
 def test_check_inputs_accepts_the_shipped_inputs() -> None:
-    suite = vmtest.check_inputs(["selftest:anon", "workloads:max-ptes-none-at-limit"], [GOOD_SPEC], [], [], [])
-    assert suite.selftest == ["anon"] and suite.workloads == ["max-ptes-none-at-limit"]
+    suite = vmtest.check_inputs(["selftest:anon", "workloads:max-ptes-none-at-limit"],
+                                [GOOD_SPEC], [], [], [])
+    assert suite.selftest == ["anon"]
+    assert suite.workloads == ["max-ptes-none-at-limit"]
 
 
 def test_bisect_and_validate_check_suites_before_building(tmp_path: Path) -> None:
