@@ -37,6 +37,7 @@ from orchestrator.machine.health import Diagnosis
 from orchestrator.report import render as report
 from orchestrator.report.progress import Progress
 from orchestrator.report.resultfile import SCHEMA_VERSION
+from orchestrator.spec import check_fits
 from orchestrator.suites import counters
 from orchestrator.suites.selftest import output as selftest_output
 from orchestrator.suites.selftest import runner as selftest
@@ -100,23 +101,48 @@ def parse_suite(items: list[str]) -> Suite:
     workloads:NAME,..., all (= selftest + workloads)."""
     s = Suite()
     for item in suite_items(items):
-        name, _, rest = item.partition(":")
-        if rest and name in ("all", "selftest-full"):
+        name, colon, rest = item.partition(":")
+        if colon and name in ("all", "selftest-full"):
             raise UserError(f"--suite {item}: {name} takes no ':' list")
         if name == "all":
             s.selftest, s.workloads = "default", "builtin"
-        elif name == "selftest" and rest:
-            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + rest.split("+")
+        elif name == "selftest" and colon:
+            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + _names(item, rest)
         elif name in ("selftest", "selftest-full"):
             s.selftest = "full" if name.endswith("full") else "default"
-        elif name == "workloads" and rest:
-            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) + rest.split("+")
+        elif name == "workloads" and colon:
+            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) \
+                + _names(item, rest)
         elif name == "workloads":
             s.workloads = "builtin"
         else:
             raise UserError(f"--suite {item}: expected selftest, selftest-full, "
                             "selftest:ID[+ID], workloads, workloads:NAME[+NAME] or all")
     return s
+
+
+def _names(item: str, rest: str) -> list[str]:
+    names = rest.split("+")
+    if not all(names):
+        raise UserError(f"--suite {item}: expected a '+'-separated list of names after ':'")
+    return names
+
+
+def check_inputs(req: VmTestRequest) -> Suite:
+    """Every input that can be checked before a build or boot (UserError naming the file
+    and key): the suite, selftest ids, workload names and specs (and that they fit the
+    guest), kconfig fragments, patches. vm-test, bisect and validate call it first."""
+    suite = parse_suite(req.suite)
+    if isinstance(suite.selftest, list):
+        selftest.check_ids(selftest.load_matrix(), suite.selftest)
+    memory_mb = qemu.load_machine_profile().memory_mb
+    for spec in workload_suite.select(suite.workloads, req.workload_files):
+        check_fits(spec, memory_mb)
+    kernel.load_fragments(req.kernel.fragments, req.kernel.configs)
+    for p in req.kernel.patches:
+        if not p.is_file():
+            raise UserError(f"--patch {p}: no such file")
+    return suite
 
 
 class Run:
@@ -160,7 +186,7 @@ class Run:
 def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestOutcome:
     """Run the whole job; see the module docstring for the exit-code contract.
     `progress` is a display for stage lines and a moving status line, or None."""
-    suite = parse_suite(req.suite)
+    suite = check_inputs(req)
     run = Run(req.out, progress)
     try:
         _pipeline(req, suite, run)

@@ -77,7 +77,7 @@ op = "set"
 set = { max_ptes_none = 511 }
 [[steps]]
 op = "wait_scans"
-count = 1000000
+count = 10000
 timeout_s = 0.05
 label = "waited"
 [[steps]]
