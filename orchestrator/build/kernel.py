@@ -55,6 +55,22 @@ class KernelTree:
     revision: str | None
     slot: str  # names the persistent build directory
 
+    @property
+    def version(self) -> kconfig.Version | None:
+        """(VERSION, PATCHLEVEL) from the tree's top Makefile; None if unreadable."""
+        return tree_version(self.path)
+
+
+def tree_version(path: Path) -> kconfig.Version | None:
+    """(VERSION, PATCHLEVEL) of a kernel tree, read from its top Makefile."""
+    try:
+        head = (path / "Makefile").read_text(errors="replace")[:2000]
+    except OSError:
+        return None
+    major = re.search(r"^VERSION\s*=\s*(\d+)", head, re.M)
+    minor = re.search(r"^PATCHLEVEL\s*=\s*(\d+)", head, re.M)
+    return (int(major.group(1)), int(minor.group(1))) if major and minor else None
+
 
 @dataclass
 class KernelRequest:
@@ -252,8 +268,10 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
 
     Runs in `workdir` (its own O= dir, so the real build dir is only touched when
     the result differs) and returns the final `.config` text after checking that
-    every requested option survived.
+    every requested option survived. Options annotated for other kernel
+    versions than the tree's are left out before merging.
     """
+    fragments = [f.for_version(tree.version) for f in fragments]
     requested = kconfig.merge_fragments(fragments)
     workdir.mkdir(parents=True, exist_ok=True)
     key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))

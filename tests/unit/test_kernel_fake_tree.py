@@ -435,3 +435,29 @@ def test_user_tree_with_an_in_tree_build_is_a_user_error(fake: Path) -> None:
     with pytest.raises(UserError) as exc:
         kernel.resolve_tree(fake, None)
     assert str(fake) in exc.value.message and "--rev HEAD" in exc.value.message
+
+
+def _set_version(tree: Path, major: int, minor: int) -> None:
+    mk = tree / "Makefile"
+    mk.write_text(f"VERSION = {major}\nPATCHLEVEL = {minor}\nSUBLEVEL = 13\n" + mk.read_text())
+
+
+def test_tree_version_from_the_top_makefile(fake: Path) -> None:
+    assert kernel.tree_version(fake) is None  # the fake has no VERSION lines
+    _set_version(fake, 7, 2)
+    assert kernel.resolve_tree(fake, None).version == (7, 2)
+
+
+def test_option_for_older_versions_only_is_not_requested_on_a_newer_tree(
+        fake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 7.2 removed READ_ONLY_THP_FOR_FS: olddefconfig drops it, and thp.config says
+    # '# until: 7.1', so a 7.2 tree builds; the 7.2-only XFS options are requested
+    monkeypatch.setenv("FAKE_DROP", "CONFIG_READ_ONLY_THP_FOR_FS")
+    _set_version(fake, 7, 2)
+    art = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    assert "CONFIG_XFS_FS=y" in art.config.read_text()
+    older = tmp_path / "older"
+    shutil.copytree(FAKE_TREE, older)
+    _set_version(older, 6, 12)
+    with pytest.raises(ConfigError, match="CONFIG_READ_ONLY_THP_FOR_FS=y"):
+        kernel.build_kernel(kernel.KernelRequest(tree=older, jobs=1))
