@@ -260,6 +260,7 @@ def test_load_shipped_matrix(matrix: list[Invocation]) -> None:
         Invocation("shmem-s4", ("-s", "4", "all:shmem"), ("ctx-mem", "order")),
         Invocation("file-khugepaged", ("khugepaged:file", "{filedir}"), ("ctx-mem",)),
         Invocation("file-madvise", ("madvise:file", "{filedir}"), ("ctx-mem",)),
+        Invocation("file-xfs", ("all:file", "{xfsdir}"), ("ctx-mem", "xfs")),
     ]
     assert len({i.id for i in matrix}) == len(matrix)
 
@@ -279,3 +280,56 @@ def test_load_matrix_errors_name_the_file(tmp_path: Path, text: str) -> None:
 def test_load_matrix_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"selftest matrix .*missing.toml"):
         selftest.load_matrix(tmp_path / "missing.toml")
+
+
+# ---------------------------------------------------------------- 7.2: all:file on XFS
+
+# 7.2.13's run_vmtests.sh, the thp lines and the XFS loop mount around them
+RUN_VMTESTS_72 = RUN_VMTESTS_615 + """\
+# Try to create XFS if not provided
+if [ -z "${SPLIT_HUGE_PAGE_TEST_XFS_PATH}" ]; then
+    if test_selected "thp"; then
+\tif grep xfs /proc/filesystems &>/dev/null; then
+\t    XFS_IMG=$(mktemp /tmp/xfs_img_XXXXXX)
+\t    SPLIT_HUGE_PAGE_TEST_XFS_PATH=$(mktemp -d /tmp/xfs_dir_XXXXXX)
+\t    mount -o loop ${XFS_IMG} ${SPLIT_HUGE_PAGE_TEST_XFS_PATH}
+\tfi
+    fi
+fi
+if [ -n "${SPLIT_HUGE_PAGE_TEST_XFS_PATH}" ]; then
+CATEGORY="thp" run_test ./khugepaged all:file ${SPLIT_HUGE_PAGE_TEST_XFS_PATH}
+elif test_selected thp; then
+\techo "[SKIP] ./khugepaged all:file" | tap_prefix
+fi
+"""
+
+CONFIG_XFS = "CONFIG_BLOCK=y\nCONFIG_BLK_DEV_LOOP=y\nCONFIG_XFS_FS=y\n"
+
+
+def test_runner_args_72_maps_the_xfs_path(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    assert selftest.runner_args(tree, IFACE_612)[-1] == ("all:file", "{xfsdir}")
+
+
+def test_xfs_feature_comes_from_the_kernel_config(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    assert "xfs" in selftest.detect_interface(tree, CONFIG_XFS).features
+    assert "xfs" not in selftest.detect_interface(tree, "CONFIG_XFS_FS=y\n").features
+    assert "xfs" not in selftest.detect_interface(tree, CONFIG_XFS.replace("=y", "=m")).features
+    assert "xfs" not in selftest.detect_interface(tree).features
+
+
+def test_default_ids_72(tmp_path: Path, matrix: list[Invocation]) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    iface = selftest.detect_interface(tree, CONFIG_XFS)
+    ids = selftest.default_ids(matrix, tree, iface)
+    assert ids == ["anon", "shmem", "anon-s2", "shmem-s4", "file-xfs"]
+    # a kernel without XFS (6.12's fragments) skips the file case instead of failing
+    assert [i.id for i in selftest.select(matrix, IFACE_612, ids)] == ids[:-1]
+
+
+def test_guest_argv_places_the_directories() -> None:
+    inv = Invocation("file-xfs", ("all:file", "{xfsdir}"))
+    assert selftest.guest_argv(inv) == ["./khugepaged", "all:file", selftest.GUEST_XFSDIR]
+    inv = Invocation("file-madvise", ("madvise:file", "{filedir}"))
+    assert selftest.guest_argv(inv) == ["./khugepaged", "madvise:file", selftest.GUEST_FILEDIR]
