@@ -229,7 +229,8 @@ def _record_counters(run: Run, before: Any, after: Any) -> None:
     if before is None or after is None:
         return
     delta = counters.delta(before, after)
-    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
+    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta,
+                    "mthp": counters.mthp_summary(delta)}
     deltas = {"run": delta}
     for inv in (run.selftest or {}).get("invocations", []):
         deltas["selftest " + " ".join(inv["argv"][1:])] = inv["counter_deltas"]
