@@ -59,7 +59,7 @@ def package_name(version: str) -> str:
 # ---------------------------------------------------------------- host sources
 
 def parse_one_line_sources(text: str) -> list[AptSource]:
-    """`deb [opts] URI SUITE COMPONENT...` lines of a sources.list (deb-src and comments skipped)."""
+    """`deb [opts] URI SUITE COMPONENT...` lines of a sources.list (deb-src, comments skipped)."""
     found = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()

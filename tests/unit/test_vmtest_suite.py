@@ -10,6 +10,7 @@ import pytest
 from orchestrator.errors import UserError
 from orchestrator.jobs import vmtest
 from orchestrator.jobs.vmtest import Suite, parse_suite
+from orchestrator.machine.guest import CommandResult
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.selftest.runner import Interface, Invocation
 
@@ -333,3 +334,43 @@ def test_guest_argv_places_the_directories() -> None:
     assert selftest.guest_argv(inv) == ["./khugepaged", "all:file", selftest.GUEST_XFSDIR]
     inv = Invocation("file-madvise", ("madvise:file", "{filedir}"))
     assert selftest.guest_argv(inv) == ["./khugepaged", "madvise:file", selftest.GUEST_FILEDIR]
+
+
+class _Shell:
+    """Records commands; every command answers with `answer`."""
+
+    def __init__(self, answer: int = 0) -> None:
+        self.commands: list[str] = []
+        self.put_calls: list[str] = []
+        self.answer = answer
+
+    def run(self, cmd: str, timeout: float = 60.0) -> CommandResult:
+        self.commands.append(cmd)
+        return CommandResult(self.answer, "", "mount: /tmp/thpvm-xfs: unknown filesystem type")
+
+    def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
+        self.put_calls.append(remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
+
+def test_prepare_guest_mounts_xfs_only_when_an_invocation_needs_it(tmp_path: Path) -> None:
+    shell = _Shell()
+    selftest.prepare_guest(shell, tmp_path / "khugepaged", [Invocation("anon", ())])
+    assert len(shell.commands) == 1 and "mkfs.xfs" not in shell.commands[0]
+    shell = _Shell()
+    both = [Invocation("anon", ()), Invocation("file-xfs", ("all:file", "{xfsdir}"))]
+    selftest.prepare_guest(shell, tmp_path / "khugepaged", both)
+    mount = shell.commands[-1]
+    assert f"truncate -s {selftest.XFS_IMAGE_BYTES}" in mount and "mkfs.xfs -q" in mount
+    assert f"mount -o loop {selftest.GUEST_XFS_IMAGE} {selftest.GUEST_XFSDIR}" in mount
+    assert mount.startswith(f"if ! mountpoint -q {selftest.GUEST_XFSDIR}")  # idempotent
+
+
+def test_failed_xfs_mount_is_a_guest_error(tmp_path: Path) -> None:
+    from orchestrator.errors import GuestError
+
+    with pytest.raises(GuestError, match="could not") as info:
+        selftest.mount_xfs(_Shell(answer=32))
+    assert "unknown filesystem type" in info.value.detail
