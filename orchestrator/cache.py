@@ -3,7 +3,8 @@
 Everything thpvm builds lives under one root, outside the repository:
 `$THPVM_CACHE`, else `$XDG_CACHE_HOME/thpvm`, else `~/.cache/thpvm`.
 
-    trees/<version>/          extracted Debian linux-source trees
+    trees/<package>/          extracted Debian linux-source trees (build/debian.py)
+    apt/                      private apt configuration for fetching them
     worktrees/<key>/          exported git revisions of user trees
     build/<key>/              persistent out-of-tree build dirs (incremental make)
     kernels/<key>/            finished kernel artifacts, keyed by content
@@ -118,6 +119,7 @@ def locked(path: Path, busy: str | None = None) -> Iterator[None]:
     does not wait: another holder is a UserError with that message (one bisect or
     validate per scratch clone).
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

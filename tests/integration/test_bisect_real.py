@@ -121,12 +121,12 @@ def make_comment_patch(repo: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def history() -> History:
-    from orchestrator.build import kernel
+    from orchestrator.build import sources
 
     assert BREAK_PATCH.is_file(), f"missing {BREAK_PATCH}"
     repo = cache_dir("test-repos") / "bisect-history-6.12"
     if not history_ok(repo):
-        make_history(kernel.default_tree(), repo)
+        make_history(sources.resolve_tree(None, None).path, repo)
     git(repo, "checkout", "-q", "-f", "main")
     git(repo, "clean", "-q", "-f", "-d")
     shas = git(repo, "log", "--format=%H", "--reverse", "main").splitlines()
