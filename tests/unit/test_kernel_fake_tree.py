@@ -356,7 +356,7 @@ def test_build_of_a_rev_records_the_revision(repo: tuple[Path, list[str]],
     art = kernel.build_kernel(kernel.KernelRequest(tree=path, rev=first, jobs=1))
     assert art.metadata["revision"] == first and art.metadata["tree_kind"] == "git"
     # an owned (cache) tree builds in <tree>/.thpvm-obj
-    assert (art.tree.path / sources.OWNED_OBJ / "arch/x86/boot/bzImage").is_file()
+    assert (art.tree.path / OWNED_OBJ / "arch/x86/boot/bzImage").is_file()
     assert snapshot(path) == files
     assert git(path, "status", "--porcelain") == status
 
