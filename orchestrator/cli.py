@@ -81,7 +81,7 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
         suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
         append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
-        patches=args.patch)
+        patches=args.patch, isolation=getattr(args, "isolation", "guest"))
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -295,7 +295,14 @@ def _add_guest_commands(sub: Sub) -> None:
                          "workloads:NAME[+NAME] | all (repeatable; default selftest,workloads)")
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
+    _isolation_arg(vt)
     vt.set_defaults(handler=cmd_vm_test)
+
+
+def _isolation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isolation", choices=["guest", "shared"], default="guest",
+                   help="guest (default): each workload in a fresh guest, so khugepaged has no "
+                        "history from the selftest or earlier workloads; shared: one guest")
 
 
 def _add_workload_commands(sub: Sub) -> None:
@@ -304,6 +311,7 @@ def _add_workload_commands(sub: Sub) -> None:
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
+    _isolation_arg(wr)
     wr.set_defaults(handler=cmd_workload_run)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")

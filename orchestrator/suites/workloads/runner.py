@@ -74,6 +74,13 @@ def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote:
                                 round(time.monotonic() - start, 2))
 
 
+def drop_guest_disks(guest_dir: Path) -> None:
+    """Remove a stopped per-workload guest's overlay and swap disk (they only
+    matter while it runs; a suite of fresh guests would otherwise keep one each)."""
+    for name in ("rootfs-overlay.qcow2", "swap.img"):
+        (guest_dir / name).unlink(missing_ok=True)
+
+
 def error_entry(spec: WorkloadSpec, why: str) -> dict[str, Any]:
     """The result.json entry of a workload whose driver failed in a live guest."""
     return {"name": spec.name, "description": spec.description, "verdict": "error",
