@@ -505,6 +505,10 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
     if not obs.complete or obs.errors:
         why = "; ".join(obs.errors) or "its output ended before the 'end' event"
         return Verdict("error", f"the workload driver did not finish: {why}")
+    torn = [cp.label for cp in obs.checkpoints if not cp.consistent]
+    if torn:  # a reading taken mid-collapse is never compared as a state
+        return Verdict("error", f"checkpoint(s) {', '.join(torn)}: no consistent reading "
+                                "(a collapse moved the counters during every read)")
     pmd = _PmdCheck(pmd_compare.kernel_scans(scans, obs), obs) if scans is not None else None
     try:
         pred = normalize_prediction(prediction)

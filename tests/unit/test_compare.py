@@ -299,3 +299,20 @@ def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
     (tmp_path / "driver.jsonl").write_text(driver_output())
     with pytest.raises(UserError, match="predicted.json"):
         compare_run_dir(tmp_path, SPEC)
+
+
+def test_torn_reading_is_never_judged_as_a_state() -> None:
+    """A checkpoint the driver could not read consistently (a collapse moved
+    pages_collapsed / full_scans / thp_collapse_alloc during every read) is an
+    error, not a match or mismatch; a consistent one after retries is judged."""
+    lines = driver_output().splitlines()
+    at = next(i for i, ln in enumerate(lines) if '"step": 2, "time_ns": 3000000001' in ln)
+    cp = json.loads(lines[at])
+    assert cp["event"] == "checkpoint"
+    lines[at] = json.dumps(dict(cp, reads=50, consistent=False))
+    v = compare(prediction(), parse_driver_output("\n".join(lines), SPEC), SPEC)
+    assert v.status == "error" and "no consistent reading" in v.explanation
+    lines[at] = json.dumps(dict(cp, reads=3, consistent=True))
+    torn_then_ok = parse_driver_output("\n".join(lines), SPEC)
+    assert torn_then_ok.checkpoints[1].reads == 3
+    assert compare(prediction(), torn_then_ok, SPEC).status == "match"

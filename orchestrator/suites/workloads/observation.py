@@ -92,6 +92,8 @@ class Checkpoint:
     deltas: dict[str, int]
     procs: dict[str, dict[str, RegionSample]]
     pids: dict[str, int]
+    consistent: bool = True  # no collapse moved the counters while it was read
+    reads: int = 1  # how many reads the driver took to get one consistent observation
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,8 @@ def _checkpoint(ev: dict[str, Any], names: _Names, base: dict[str, int] | None) 
         procs[proc] = {s.region: s for s in samples}
     step = _int(ev, "step", -1)
     return Checkpoint(names.label(step), step, _int(ev, "time_ns", 0), counters, deltas,
-                      procs, pids)
+                      procs, pids, ev.get("consistent") is not False,
+                      _int(ev, "reads", 1) if "reads" in ev else 1)
 
 
 def _step_result(ev: dict[str, Any], names: _Names) -> StepResult:
