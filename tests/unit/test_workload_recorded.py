@@ -19,6 +19,8 @@ RECORDED = sorted((ROOT / "tests" / "data" / "workloads" / "6.12.117-tcg").glob(
 @pytest.mark.parametrize("path", RECORDED, ids=[p.parent.name for p in RECORDED])
 def test_recorded_run_matches_model(path: Path) -> None:
     toml = WORKLOAD_SPECS_DIR / f"{path.parent.name}.toml"
+    if (path.parent / "spec.toml").exists():  # the spec as recorded (the shipped one moved on)
+        toml = path.parent / "spec.toml"
     if not toml.exists():
         pytest.skip(f"{toml.name} is gone: delete its recording")
     spec = load_spec(toml)
