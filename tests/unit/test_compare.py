@@ -265,6 +265,13 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
     assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
     assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
     assert entry["checkpoints"][0]["observed"]["regions"]["a"]["AnonHugePages"] == 2048
+    # each admissible schedule in words, and the one the kernel took
+    assert entry["schedules"] == [
+        {"name": "schedule 0", "explanation": "first pass lost to mmap_lock contention",
+         "taken": v.chosen_alternative == "schedule 0"},
+        {"name": "schedule 1", "explanation": "first pass scanned the process",
+         "taken": v.chosen_alternative == "schedule 1"}]
+    assert sum(s["taken"] for s in entry["schedules"]) == 1
     schema = json.loads((RESULT_SCHEMA).read_text())
     wl_schema = {"$defs": schema["$defs"], **schema["$defs"]["workload"]}
     jsonschema.validate(entry, wl_schema)
