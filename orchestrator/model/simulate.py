@@ -133,8 +133,10 @@ class WorkloadRun:
     """One simulation of a workload under one schedule of choices."""
 
     def __init__(self, spec: WorkloadSpec, profile: VersionProfile, faults: Faults,
-                 chooser: Chooser, log_decisions: bool = True) -> None:
+                 chooser: Chooser, log_decisions: bool = True,
+                 wait_starts: dict[int, int] | None = None) -> None:
         self.spec, self.chooser = spec, chooser
+        self.wait_starts = wait_starts or {}
         addrs = layout_addresses(spec)
         self.extent = {r.name: (addrs[r.name] // 4096, addrs[r.name] // 4096 + r.pages)
                        for r in spec.regions}
@@ -155,6 +157,8 @@ class WorkloadRun:
         self._pending_fs: list[int] = []
         # the timed segment: wake-up boundaries (label, state, time, log length) since it
         # began, and its checkpoints still waiting for the segment's end
+        self.aligned: dict[int, str] = {}  # wait step -> pass alignment from the observation
+        self.contradicted = ""  # why the observed wait starts rule this schedule out
         self.segment: list[tuple[str, PredictedState, int, int]] | None = None
         self.timed: list[CheckpointRecord] = []
         self.m.on_full_scan = self._on_full_scan
@@ -400,6 +404,7 @@ class WorkloadRun:
             self._run_pending(contended=p.contended)
             if not late:
                 base = m.counters["full_scans"]
+        base = self._align_to_observed(i, base)
         target = base + int(step.args["count"])
         if target <= m.counters["full_scans"]:  # began earlier in the segment: reached
             self._record_wait(i, step, target)
@@ -416,6 +421,27 @@ class WorkloadRun:
                 return
             k.run_next()
         self._record_wait(i, step, target, rec)
+
+    def _align_to_observed(self, i: int, base: int) -> int:
+        """Pass alignment: if the driver saw wait step i begin at a later pass than the
+        model's, periodic wake-ups fell inside the (slow, loaded) steps before it; run
+        them now, so the wait counts the kernel's passes (bounded: 64 wake-ups)."""
+        seen = self.wait_starts.get(i)
+        if seen is not None and seen < base and not self.contradicted:
+            self.contradicted = (f"wait step {i} began at full_scans {seen}, this schedule "
+                                 f"at {base}")
+        if seen is None or seen <= base:
+            return base
+        m, k = self.m, self.k
+        for _ in range(64):
+            if m.counters["full_scans"] >= seen or k.next_event_ms() is None:
+                break
+            k.run_next()
+        if m.counters["full_scans"] != seen:
+            return base  # cannot align (no timed wake-up): judged as predicted
+        self.aligned[i] = (f"wait step {i} began at full_scans {seen} (observed): periodic "
+                           "wake-ups fell inside the steps before it")
+        return seen
 
     def _segment_base(self, i: int) -> int:
         """The full_scans value wait step i starts from: after a timed segment, the
@@ -442,13 +468,14 @@ class WorkloadRun:
         at_inc, cut_inc = self.fs_snaps[target], self.fs_cut[target]
         at_end = self.fs_end.get(target, self.observe())
         cut_end = self.fs_end_cut.get(target, len(m.log))
+        note = self.aligned.get(i, "")
         if at_end == at_inc:  # the read may still fall before or after the rest's scans
-            rec.seen.append(("", at_inc, m.now_ms, tuple(sorted({cut_inc, cut_end}))))
+            rec.seen.append((note, at_inc, m.now_ms, tuple(sorted({cut_inc, cut_end}))))
             return
-        rec.seen.append(("checkpoint read at the full_scans increment", at_inc, m.now_ms,
-                         (cut_inc,)))
-        rec.seen.append(("checkpoint read after the rest of that wakeup's scan", at_end,
-                         m.now_ms, (cut_end,)))
+        for sub, state, cut in (("checkpoint read at the full_scans increment", at_inc, cut_inc),
+                                ("checkpoint read after the rest of that wakeup's scan", at_end,
+                                 cut_end)):
+            rec.seen.append(("; ".join(x for x in (note, sub) if x), state, m.now_ms, (cut,)))
 
 
 def enumerate_runs(make: Callable[[Chooser], WorkloadRun]) -> list[WorkloadRun]:

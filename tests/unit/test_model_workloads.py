@@ -161,3 +161,26 @@ def test_thp_never_second_madv_hugepage_does_not_register_in_6_12() -> None:
     assert {dict(o.observation.counters)["full_scans"] for o in cp612.outcomes} == {0}
     # a time series is judged by position: any wake-up of the 1 s sleep, up to >= 4 passes
     assert max(dict(o.observation.counters)["full_scans"] for o in cp61.outcomes) >= 4
+
+
+def test_waits_are_aligned_with_the_passes_the_driver_saw() -> None:
+    """dontneed-empty-table waits 2 passes (step 3). Unaligned, the exceed counter at a
+    given full_scans has two values per 'pass in flight' choice; with the wait's observed
+    start the model counts the kernel's passes: exact per schedule, schedules that
+    contradict the start are ruled out, and a late start (periodic wake-ups inside slow
+    steps) is run before the wait and said so."""
+    spec = load_workload("dontneed-empty-table")
+
+    def pairs(starts: dict[int, int] | None) -> set[tuple[int, int]]:
+        cp = predict(spec, "6.12", wait_starts=starts).checkpoints[0]
+        return {(dict(o.observation.counters)["full_scans"],
+                 dict(o.observation.counters)["thp_scan_exceed_none_pte"]) for o in cp.outcomes}
+
+    assert pairs(None) == {(2, 1), (2, 2), (3, 2), (3, 3)}
+    # began after the registration pass: 3 passes; 2 or 3 exceed only by lock contention
+    assert pairs({3: 1}) == {(3, 2), (3, 3)}
+    assert pairs({3: 0}) == {(2, 1), (2, 2)}  # the pass was still running
+    late = predict(spec, "6.12", wait_starts={3: 2})
+    assert {dict(o.observation.counters)["full_scans"]
+            for o in late.checkpoints[0].outcomes} == {4}
+    assert "began at full_scans 2 (observed)" in late.checkpoints[0].outcomes[0].reasons[0]

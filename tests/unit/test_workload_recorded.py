@@ -32,6 +32,11 @@ def test_recorded_run_matches_model(path: Path) -> None:
     assert obs.checkpoints[0].pids["parent"] == obs.pids["parent"]
     v = compare(predict(spec), obs, spec)
     assert v.status == "match", v.explanation
+    # aligned with the passes the driver saw at each wait's start: still a match
+    waits = [i for i, s in enumerate(spec.steps) if s.op == "wait_scans"]
+    assert sorted(obs.wait_starts) == waits
+    v = compare(predict(spec, wait_starts=obs.wait_starts), obs, spec)
+    assert v.status == "match", v.explanation
 
 
 def test_recordings_exist() -> None:
