@@ -605,19 +605,22 @@ static void collapse_keys(uint64_t k[3])
 }
 
 #define CHECKPOINT_READS 50
+#define QUIET_MS 80
 
 /*
  * One consistent observation: counters, smaps and pagemap are read into a buffer
  * and kept only if no collapse moved pages_collapsed, full_scans or
- * thp_collapse_alloc meanwhile; else read again (a reading taken mid-collapse,
- * e.g. thp_collapse_alloc counted but pages_collapsed not yet, or a PMD already
- * huge, is never reported as a state). After CHECKPOINT_READS torn reads the
- * last one is printed with "consistent":false, which the host does not judge.
+ * thp_collapse_alloc meanwhile, nor in the QUIET_MS after it (a collapse that
+ * was already in flight for the whole read, thp_collapse_alloc counted but
+ * pages_collapsed not yet, ends within that window); else read again. A reading
+ * taken mid-collapse is never reported as a state: after CHECKPOINT_READS torn
+ * reads the last one is printed with "consistent":false, which the host does not
+ * judge.
  */
 static void checkpoint(int step)
 {
-	const struct timespec pause = { 0, 2000000 };
-	uint64_t before[3], after[3];
+	const struct timespec pause = { 0, 2000000 }, quiet = { 0, QUIET_MS * 1000000L };
+	uint64_t before[3], after[3], later[3];
 	FILE *real = stdout;
 	char *buf = NULL;
 	size_t len = 0;
@@ -636,6 +639,11 @@ static void checkpoint(int step)
 		collapse_keys(after);
 		fclose(stdout);
 		same = !memcmp(before, after, sizeof(before));
+		if (same) {
+			nanosleep(&quiet, NULL);
+			collapse_keys(later);
+			same = !memcmp(after, later, sizeof(after));
+		}
 	}
 	stdout = real;
 	printf("%s,\"reads\":%d,\"consistent\":%s}\n", buf, reads, same ? "true" : "false");
