@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep run directories here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, _interrupt)  # unwind: every guest and the load are stopped
     until = time.monotonic() + args.minutes * 60 if args.minutes else None
     with tempfile.TemporaryDirectory(prefix="thpvm-stress-") as tmp:
         runs = args.keep or Path(tmp)
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = rep.workload_mismatches or rep.workload_errors or rep.vmtest_failures or \
         rep.vmtest_errors
     return 1 if bad else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":
