@@ -126,6 +126,20 @@ def test_second_build_is_a_cache_hit_without_make_bzimage(fake: Path, tmp_path: 
     assert made == []  # the merged config is memoised per tree + fragments
 
 
+def test_cache_hit_does_not_wait_for_the_slot_lock(fake: Path, tmp_path: Path) -> None:
+    """Another configuration of the same tree being built holds the slot lock; a
+    kernel that is already cached is returned without waiting for it."""
+    import fcntl
+
+    first = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    locks = list((tmp_path / "cache" / "build").glob("*/lock"))
+    assert len(locks) == 1
+    with open(locks[0], "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another build" holds it
+        second = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    assert second.cached and second.key == first.key
+
+
 def test_config_change_misses_the_cache(fake: Path, tmp_path: Path) -> None:
     first = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
     (tmp_path / "make-calls").unlink()
