@@ -32,7 +32,9 @@ def test_workload_is_small_and_predictable(name: str) -> None:
     assert format_prediction(p).startswith(f"workload {name}")
     assert len(p.checkpoints) == sum(s.op in ("wait_scans", "checkpoint") for s in spec.steps)
     for cp in p.checkpoints:
-        assert 1 <= len(cp.outcomes) <= 8
+        # a checkpoint after a sleep is judged by its position between wake-ups: one
+        # outcome per wake-up boundary the sleep may end on (pte-progress-cadence: 9)
+        assert 1 <= len(cp.outcomes) <= 10
         for o in cp.outcomes:
             assert not o.observation.timed_out
 
