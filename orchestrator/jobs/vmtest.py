@@ -213,7 +213,8 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
         (run.dir / "config").write_text(art.config.read_text())
         invocations, st_bin = _prepare_selftest(art, suite)
-        workloads = _prepare_workloads(suite, req.workload_files)
+        workloads = workload_suite.for_kernel(_prepare_workloads(suite, req.workload_files),
+                                              art.release)
     with run.stage("image"):
         img = image.build_image()
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
@@ -425,7 +426,7 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
 
     remote = workload_suite.upload(g.shell)
-    for spec in workload_suite.for_kernel(specs, run.meta["kernel_release"]):
+    for spec in specs:
         run.progress(f"workload {spec.name}")
         try:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
