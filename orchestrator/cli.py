@@ -81,7 +81,7 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
         suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
         append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
-        patches=args.patch)
+        patches=args.patch, machine=getattr(args, "machine", None) or "default")
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -140,7 +140,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     img = image.build_image()
     run_dir = args.out or cache.new_run_dir("boot")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with session.guest(art.bzimage, img, run_dir, args.accel, args.append) as g:
+    with session.guest(art.bzimage, img, run_dir, args.accel, args.append,
+                       args.machine) as g:
         print(f"booted {art.release} with {g.accel} ({g.accel_reason}): "
               f"ready in {g.boot_seconds:.2f} s, SSH in {g.ssh_seconds:.2f} s "
               f"({g.boot_seconds + g.ssh_seconds:.2f} s total)")
@@ -242,12 +243,57 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def cmd_matrix_plan(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix, matrixplan
+    from orchestrator.jobs.matrixspec import load_matrix
+
+    spec = load_matrix(args.file)
+    jobs = matrix.select_jobs(spec, args.shard, [])
+    if args.format == "github":
+        print(json.dumps(matrixplan.github_include(jobs, args.shards)))
+    elif args.format == "gitlab":
+        import yaml
+
+        doc = matrixplan.gitlab_child_pipeline(str(args.file), jobs, args.shards)
+        print(yaml.safe_dump(doc, sort_keys=False, width=1000), end="")
+    else:
+        print(json.dumps(matrixplan.plan_json(spec, jobs), indent=2))
+    return EXIT_OK
+
+
+def cmd_matrix_run(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix
+
+    req = matrix.MatrixRunRequest(str(args.file), args.parallel, args.shard, args.out, args.only)
+    outcome = matrix.run_matrix(req, say=lambda line: print(line, flush=True))
+    print(f"matrix directory: {outcome.out}")
+    return outcome.exit_code
+
+
+def cmd_matrix_merge(args: argparse.Namespace) -> int:
+    from orchestrator import cache
+    from orchestrator.report import matrixmerge, matrixreport
+
+    merged = matrixmerge.merge_dirs(args.dirs)
+    out = args.out or cache.new_run_dir("matrix-merge")
+    summary = matrixreport.write_merged(merged, out)
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+    print(f"{summary['verdict']}: {len(merged.kernels)} kernels, {len(merged.jobs)} jobs, "
+          f"{counts or 'no cases'}")
+    for f in summary["flaky"]:
+        print(f"  flaky: {f['case']} on {f['kernel']}: {f['failed']} of {f['runs']} failed")
+    print(f"merged report: {out / matrixreport.HTML_NAME}")
+    return int(summary["exit_code"])
+
+
 def _guest_args(p: argparse.ArgumentParser) -> None:
     _tree_args(p)
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    p.add_argument("--machine", default="default", metavar="PROFILE",
+                   help="machine profile: machine/profiles/<PROFILE>.toml or a path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_commands(sub)
     _add_result_commands(sub)
     _add_git_commands(sub)
+    _add_scale_commands(sub)
     return parser
 
 
@@ -361,6 +408,35 @@ def _add_git_commands(sub: Sub) -> None:
     va = sub.add_parser("validate", help="A/B test a patch or revision against a base")
     validate.add_validate_arguments(va)
     va.set_defaults(handler=cmd_validate)
+
+
+def _add_scale_commands(sub: Sub) -> None:
+    """matrix plan/run/merge, lava job/import."""
+    mx = sub.add_parser("matrix", help="many kernels x suites x repeats (local, CI, merge)")
+    msub = mx.add_subparsers(dest="sub", required=True)
+    mp = msub.add_parser("plan", help="list the jobs of a matrix file (stable ids)")
+    mp.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mp.add_argument("--format", default="json", choices=["json", "github", "gitlab"],
+                    help="json: the jobs; github: strategy.matrix include list; "
+                         "gitlab: a child pipeline with parallel:matrix")
+    mp.add_argument("--shards", type=int, default=0,
+                    help="github/gitlab: number of shards (default 0: one per job)")
+    mp.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mp.set_defaults(handler=cmd_matrix_plan)
+    mr = msub.add_parser("run", help="run a matrix's jobs here, N guests at a time")
+    mr.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mr.add_argument("--jobs", dest="parallel", type=int, default=1, metavar="N",
+                    help="guests at a time (default 1)")
+    mr.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mr.add_argument("--only", action="append", default=[], metavar="JOB_ID",
+                    help="only this job id (repeatable)")
+    mr.add_argument("--out", type=Path, help="matrix directory (default: under the cache)")
+    mr.set_defaults(handler=cmd_matrix_run)
+    mm = msub.add_parser("merge", help="merge matrix run directories into one report")
+    mm.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                    help="matrix or run directories (searched recursively)")
+    mm.add_argument("--out", type=Path, help="output directory (default: under the cache)")
+    mm.set_defaults(handler=cmd_matrix_merge)
 
 
 def _setup_logging(verbose: bool) -> None:

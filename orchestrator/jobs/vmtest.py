@@ -55,6 +55,7 @@ class VmTestRequest:
     jobs: int | None = None
     workload_files: list[Path] = field(default_factory=list)
     patches: list[Path] = field(default_factory=list)
+    machine: str = "default"  # machine profile (machine/profiles/<name>.toml or a path)
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
     if run.display:
         run.display.message("[boot] booting the guest")
-    with session.guest(art.bzimage, img, run.dir, req.accel, req.append) as g:
+    with session.guest(art.bzimage, img, run.dir, req.accel, req.append, req.machine) as g:
         if run.display:
             run.display.message(f"[boot] {g.accel} guest ready in {g.boot_seconds:.1f} s, "
                                 f"SSH in {g.ssh_seconds:.1f} s ({g.accel_reason})")
