@@ -286,6 +286,36 @@ def cmd_matrix_merge(args: argparse.Namespace) -> int:
     return int(summary["exit_code"])
 
 
+def cmd_lava_job(args: argparse.Namespace) -> int:
+    from orchestrator.lava import job, validate
+
+    req = job.LavaJobRequest(_kernel_request(args), args.suite or ["selftest", "workloads"],
+                             args.out, args.machine)
+    written = job.write_job(req)
+    print(f"LAVA job: {written.path}")
+    errors = validate.schema_errors(written.path)
+    if errors:
+        raise UserError(f"{written.path}: rejected by lava_common's job schema: {errors}")
+    print("  lava_common schema: valid")
+    if args.lava_run_validate:
+        errors = validate.pipeline_errors(written.path, args.out / "lava-validate")
+        if errors:
+            raise UserError(f"{written.path}: lava-run --validate failed", errors)
+        print("  lava-run --validate: valid")
+    return EXIT_OK
+
+
+def cmd_lava_import(args: argparse.Namespace) -> int:
+    from orchestrator.lava import results
+    from orchestrator.report.progress import format_summary
+    from orchestrator.report.resultfile import load_result
+
+    code, run_dir = results.import_results(args.results_dir, args.out)
+    print(format_summary(load_result(run_dir), run_dir))
+    print(f"run directory: {run_dir}")
+    return code
+
+
 def _guest_args(p: argparse.ArgumentParser) -> None:
     _tree_args(p)
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
@@ -307,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_commands(sub)
     _add_result_commands(sub)
     _add_git_commands(sub)
-    _add_scale_commands(sub)
+    _add_matrix_commands(sub)
+    _add_lava_commands(sub)
     return parser
 
 
@@ -410,8 +441,8 @@ def _add_git_commands(sub: Sub) -> None:
     va.set_defaults(handler=cmd_validate)
 
 
-def _add_scale_commands(sub: Sub) -> None:
-    """matrix plan/run/merge, lava job/import."""
+def _add_matrix_commands(sub: Sub) -> None:
+    """matrix plan, run, merge."""
     mx = sub.add_parser("matrix", help="many kernels x suites x repeats (local, CI, merge)")
     msub = mx.add_subparsers(dest="sub", required=True)
     mp = msub.add_parser("plan", help="list the jobs of a matrix file (stable ids)")
@@ -437,6 +468,25 @@ def _add_scale_commands(sub: Sub) -> None:
                     help="matrix or run directories (searched recursively)")
     mm.add_argument("--out", type=Path, help="output directory (default: under the cache)")
     mm.set_defaults(handler=cmd_matrix_merge)
+
+
+def _add_lava_commands(sub: Sub) -> None:
+    """lava job, lava import."""
+    lava = sub.add_parser("lava", help="LAVA: job definitions and importing their results")
+    lsub = lava.add_subparsers(dest="sub", required=True)
+    lj = lsub.add_parser("job", help="build kernel, image and tools; write a LAVA QEMU job")
+    _tree_args(lj)
+    lj.add_argument("--suite", action="append", metavar="SUITE", help="as for vm-test")
+    lj.add_argument("--out", type=Path, required=True, help="directory for job.yaml + files")
+    lj.add_argument("--machine", default="default", metavar="PROFILE", help="machine profile")
+    lj.add_argument("--lava-run-validate", action="store_true",
+                    help="also build lava-dispatcher's pipeline (lava-run --validate)")
+    lj.set_defaults(handler=cmd_lava_job)
+    li = lsub.add_parser("import", help="a LAVA job's results as a judged thpvm run directory")
+    li.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
+                    help="output.yaml (the LAVA job log) and job.yaml")
+    li.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    li.set_defaults(handler=cmd_lava_import)
 
 
 def _setup_logging(verbose: bool) -> None:

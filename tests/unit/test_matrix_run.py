@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from orchestrator import proc
 from orchestrator.jobs import matrix
 
 FAKE = r'''
@@ -110,9 +112,9 @@ def test_ctrl_c_stops_every_running_job(fake: Path, monkeypatch: pytest.MonkeyPa
             started.append(line)
             if len(started) == 2:
                 # both children must be up (their SIGTERM handler set) before Ctrl-C
-                jobs = fake / "out/jobs"
-                while len(list(jobs.glob("*/saw-peer"))) < 2:
-                    pass
+                jobs, deadline = fake / "out/jobs", proc.Deadline.after(120)
+                while len(list(jobs.glob("*/saw-peer"))) < 2 and not deadline.expired():
+                    time.sleep(0.05)
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
