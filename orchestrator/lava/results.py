@@ -97,16 +97,17 @@ def read_log(path: Path) -> LavaLog:
     """Target lines, results and errors of a LAVA job log."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the LAVA job log: {e}") from e
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the LAVA job log: {exc}") from exc
     lg = LavaLog([], [], [])
-    for e in _entries(text):
-        if e["lvl"] == "target" and isinstance(e.get("msg"), str):
-            lg.target.append((str(e.get("dt", "")), e["msg"].rstrip("\r")))
-        elif e["lvl"] == "results" and isinstance(e.get("msg"), dict):
-            lg.results.append(e["msg"])
-        elif e["lvl"] in ("error", "exception"):
-            lg.errors.append(str(e.get("msg")))
+    for entry in _entries(text):
+        msg = entry.get("msg")
+        if entry["lvl"] == "target" and isinstance(msg, str):
+            lg.target.append((str(entry.get("dt", "")), msg.rstrip("\r")))
+        elif entry["lvl"] == "results" and isinstance(msg, dict):
+            lg.results.append(msg)
+        elif entry["lvl"] in ("error", "exception"):
+            lg.errors.append(str(msg))
     return lg
 
 
