@@ -128,7 +128,7 @@ def cmd_workload_run(args: argparse.Namespace) -> int:
 
 
 def cmd_workload_compare(args: argparse.Namespace) -> int:
-    from orchestrator.judge.compare import compare_run_dir
+    from orchestrator.judge.rundir import compare_run_dir
     from orchestrator.spec import load_spec
 
     spec = load_spec(args.dir / "spec.toml")

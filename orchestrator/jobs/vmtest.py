@@ -31,6 +31,7 @@ from orchestrator.errors import (
     ThpvmError,
     UserError,
 )
+from orchestrator.judge.rundir import judge_workload
 from orchestrator.machine import qemu, session
 from orchestrator.machine.guest import signal_name
 from orchestrator.machine.health import Diagnosis
@@ -430,8 +431,10 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
     for spec in specs:
         run.progress(f"workload {spec.name}")
         try:
-            entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
-                                           remote, run.meta["kernel_release"])
+            started = time.monotonic()
+            out = run.dir / "workloads" / spec.name
+            obs = workload_suite.run_one(g.shell, spec, out, remote)
+            entry = judge_workload(spec, obs, out, run.meta["kernel_release"], started)
         except GuestError as e:
             d = g.diagnose()
             if not (d.kernel_failure or d.alive):

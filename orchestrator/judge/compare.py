@@ -37,16 +37,13 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from orchestrator.cache import write_json
-from orchestrator.errors import UserError
 from orchestrator.judge import pmd as pmd_compare
 from orchestrator.judge.pmd import KernelScans, ModelStreams
+from orchestrator.model.prediction import Prediction
 from orchestrator.spec import PMD_SIZE, WorkloadSpec
 from orchestrator.suites.workloads.observation import (
-    BASELINE_LABEL,
     Checkpoint,
     Observation,
     RegionSample,
@@ -111,13 +108,8 @@ def show(predicted: Any) -> str:
 # --------------------------------------------------------------------------- normalising
 
 
-def _plain(obj: Any) -> Any:
-    for method in ("to_json", "to_dict"):
-        if hasattr(obj, method):
-            return getattr(obj, method)()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return obj
+def _plain(prediction: Prediction | Mapping[str, Any]) -> Any:
+    return prediction.to_json() if isinstance(prediction, Prediction) else prediction
 
 
 _SMAPS_NAMES = {"anon_huge_kb": "AnonHugePages", "rss_kb": "Rss", "swap_kb": "Swap"}
@@ -165,7 +157,7 @@ def _from_model(d: Mapping[str, Any]) -> dict[str, Any]:
     return {"checkpoints": cps}
 
 
-def normalize_prediction(prediction: Any) -> dict[str, Any]:
+def normalize_prediction(prediction: Prediction | Mapping[str, Any]) -> dict[str, Any]:
     """The model's Prediction (object or its JSON) or an already normalised dict, in
     the shape of the module docstring. ValueError if it has no checkpoints."""
     d = _plain(prediction)
@@ -511,9 +503,10 @@ def _mismatch(pred: Mapping[str, Any], obs: Observation, path: str,
     return Verdict("mismatch", text, diffs, None)
 
 
-def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None = None,
-            scans: list[PmdScan] | None = None) -> Verdict:
-    """Compare the model's prediction with what the driver observed.
+def compare(prediction: Prediction | Mapping[str, Any], observation: Observation,
+            spec: WorkloadSpec | None = None, scans: list[PmdScan] | None = None) -> Verdict:
+    """Compare the model's prediction (a `Prediction`, or a JSON form that
+    `normalize_prediction` reads) with what the driver observed.
 
     With `scans` (from `trace.locate_scans`; None when the kernel has no tracing)
     a path matches only if, besides counters, regions and results, the kernel's
@@ -549,124 +542,3 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
     return _mismatch(pred, obs, path, diffs, scans)
 
 
-def write_verdict(out_dir: Path, prediction: Any, verdict: Verdict) -> None:
-    """predicted.json (the model's full JSON: outcomes, reasons, schedules, decisions,
-    assumptions; `normalize_prediction` reads it back) and verdict.json in `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "predicted.json", _plain(prediction))
-    write_json(out_dir / "verdict.json", verdict.to_dict())
-
-
-def _observed_entry(cp: Checkpoint) -> dict[str, Any]:
-    regions = {k: {"AnonHugePages": s.anon_huge_kb, "Rss": s.rss_kb, "Swap": s.swap_kb,
-                   "huge_pmds": len(s.huge_pmds)}
-               for k, s in observed_regions(cp).items()}
-    return {"counters": dict(cp.deltas), "regions": regions}
-
-
-def _entry_alternatives(alts: list[dict[str, Any]], cp: Checkpoint,
-                        chosen: str | None) -> list[dict[str, Any]]:
-    """Schema form of a checkpoint's alternatives: the chosen path's fitting one first."""
-    ranked = sorted(alts, key=lambda a: (a.get("name") != chosen, len(_diff_values(a, cp))))
-    out = []
-    for a in ranked:
-        regions = {k: dict(v) for k, v in (a.get("regions") or {}).items()}
-        for k, pmds in (a.get("huge_pmds") or {}).items():
-            regions.setdefault(k, {})["huge_pmds"] = len(pmds)
-        out.append({"name": str(a.get("name", "")), "counters": dict(a.get("counters") or {}),
-                    "regions": regions})
-    return out
-
-
-def schedules_in_words(prediction: Any, verdict: Verdict) -> list[dict[str, Any]]:
-    """Each admissible schedule explained (its choices, in order), and which one the
-    kernel took (the path every checkpoint fitted)."""
-    try:
-        pred = normalize_prediction(prediction)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return []
-    words: dict[str, str] = {}
-    for cp in pred["checkpoints"]:
-        for a in cp["alternatives"]:
-            name = str(a.get("name", ""))
-            if name not in words or (not words[name] and a.get("choices")):
-                words[name] = "; ".join(a.get("choices") or [])
-    return [{"name": n, "explanation": w or "deterministic: no choice point",
-             "taken": n == verdict.chosen_alternative} for n, w in words.items()]
-
-
-def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
-                 verdict: Verdict, duration: float | None = None) -> dict[str, Any]:
-    """The `workloads[]` entry of result.json (schema: orchestrator/schema)."""
-    try:
-        pred_cps = {cp["label"]: cp["alternatives"]
-                    for cp in normalize_prediction(prediction)["checkpoints"]}
-    except (ValueError, TypeError, KeyError, AttributeError):
-        pred_cps = {}
-    t0 = obs.checkpoints[0].time_ns if obs.checkpoints else 0
-    cps = []
-    for cp in obs.checkpoints:
-        if cp.label == BASELINE_LABEL:
-            continue
-        alts = _entry_alternatives(pred_cps.get(cp.label, []), cp, verdict.chosen_alternative)
-        cps.append({"label": cp.label, "t": round(max(0, cp.time_ns - t0) / 1e9, 3),
-                    "observed": _observed_entry(cp), "predicted": alts})
-    entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
-                             "verdict": verdict.status, "explanation": verdict.explanation,
-                             "chosen_alternative": verdict.chosen_alternative,
-                             "schedules": schedules_in_words(prediction, verdict),
-                             "checkpoints": cps}
-    if duration is not None:
-        entry["duration"] = duration
-    return entry
-
-
-def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
-    """PMD-placed scan events from run_dir/trace.txt, or None when there is no trace
-    or it is incomplete (the kernel lost events, or a scan_pmd line could not be
-    read): an incomplete trace cannot take part in the per-PMD comparison."""
-    from orchestrator.suites.workloads.trace import (
-        EVENTS,
-        SCAN_PMD,
-        locate_scans,
-        parse_format_dump,
-        parse_trace,
-    )
-
-    path = run_dir / "trace.txt"
-    if not path.exists():
-        return None
-    fmt_path = run_dir / "trace-format.txt"  # the kernel's event formats (absent: 6.12 shapes)
-    fmt = parse_format_dump(fmt_path.read_text(errors="replace")) if fmt_path.exists() else None
-    trace = parse_trace(path.read_text(errors="replace"), EVENTS, fmt)
-    if trace.unparsed:
-        log.warning("%s: %d lines not understood", path, len(trace.unparsed))
-    if trace.lost_events or any(SCAN_PMD in line for line in trace.unparsed):
-        log.warning("%s: incomplete trace (%d events lost, %d lines not understood): "
-                    "no per-PMD comparison", path, trace.lost_events, len(trace.unparsed))
-        return None
-    return locate_scans(trace, obs)
-
-
-def compare_run_dir(run_dir: Path, spec: WorkloadSpec | None = None,
-                    prediction: Any = None) -> Verdict:
-    """Offline comparison of one workload directory: driver.jsonl, trace.txt, and
-    spec.toml / predicted.json when `spec` / `prediction` are None. Rewrites
-    verdict.json and predicted.json."""
-    import json
-
-    from orchestrator.spec import load_spec
-    from orchestrator.suites.workloads.driver import load_observation
-
-    if spec is None:
-        spec = load_spec(run_dir / "spec.toml")
-    obs = load_observation(run_dir, spec)
-    if prediction is None:
-        path = run_dir / "predicted.json"
-        try:
-            prediction = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read the model prediction: {e}") from e
-    verdict = compare(prediction, obs, spec, load_scans(run_dir, obs))
-    write_verdict(run_dir, prediction, verdict)
-    return verdict

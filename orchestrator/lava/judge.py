@@ -13,6 +13,8 @@ from typing import Any
 
 from orchestrator.errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
 from orchestrator.jobs import vmtest
+from orchestrator.judge import rundir
+from orchestrator.judge.entry import result_entry
 from orchestrator.lava.results import Block, LavaLog, snapshot_of
 from orchestrator.suites import counters
 from orchestrator.suites.selftest import output as selftest_output
@@ -95,8 +97,8 @@ def _workloads(run: vmtest.Run, found: list[Block], version: str) -> None:
         else:
             pred = predict(spec, version=version or "6.12")
             verdict = compare.compare(pred, obs, spec, None)
-            compare.write_verdict(out, pred, verdict)
-            entry = compare.result_entry(spec, obs, pred, verdict, round(b.seconds, 2))
+            rundir.write_verdict(out, pred, verdict)
+            entry = result_entry(spec, obs, pred, verdict, round(b.seconds, 2))
         run.workloads.append(entry)
         run.durations["workloads"] = round(run.durations.get("workloads", 0) + b.seconds, 2)
         if entry["verdict"] != "match":

@@ -43,6 +43,17 @@ class PredictedState:
         return {"counters": dict(self.counters), "regions": regions,
                 "results": {str(k): v for k, v in self.results}, "timed_out": self.timed_out}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PredictedState:
+        """The inverse of `to_json`."""
+        regions = tuple((proc, name, RegionState(
+            st["anon_huge_kb"], st["rss_kb"], st["swap_kb"], tuple(st["huge_pmds"]),
+            tuple((int(a), int(b)) for a, b in st.get("folios", []))))
+            for proc, by_name in d["regions"].items() for name, st in by_name.items())
+        return cls(tuple((k, int(v)) for k, v in d["counters"].items()), regions,
+                   tuple((int(k), v) for k, v in d["results"].items()),
+                   bool(d.get("timed_out", False)))
+
 
 @dataclass
 class Outcome:
@@ -64,6 +75,12 @@ class Outcome:
                 "cuts": {str(k): list(v) for k, v in sorted(self.cuts.items())},
                 **self.observation.to_json()}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Outcome:
+        """The inverse of `to_json`."""
+        return cls(PredictedState.from_json(d), list(d["reasons"]), list(d["schedules"]),
+                   int(d["time_ms"]), {int(k): list(v) for k, v in d.get("cuts", {}).items()})
+
 
 @dataclass
 class CheckpointPrediction:
@@ -77,6 +94,11 @@ class CheckpointPrediction:
         """JSON-friendly dict."""
         return {"label": self.label, "step": self.step,
                 "outcomes": [o.to_json() for o in self.outcomes]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CheckpointPrediction:
+        """The inverse of `to_json`."""
+        return cls(d["label"], int(d["step"]), [Outcome.from_json(o) for o in d["outcomes"]])
 
 
 @dataclass
@@ -93,6 +115,12 @@ class Schedule:
         """JSON-friendly dict."""
         return {"index": self.index, "choices": self.choices, "decisions": self.decisions,
                 "collapses": self.collapses}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Schedule:
+        """The inverse of `to_json`."""
+        return cls(int(d["index"]), list(d["choices"]), list(d["decisions"]),
+                   list(d.get("collapses", [])))
 
 
 @dataclass
@@ -116,6 +144,15 @@ class Prediction:
                 "checkpoints": [c.to_json() for c in self.checkpoints],
                 "schedules": [s.to_json() for s in self.schedules],
                 "assumptions": list(self.assumptions), "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Prediction:
+        """The inverse of `to_json`: predicted.json read back for an offline re-compare.
+        KeyError/TypeError/ValueError when `d` is not a prediction's JSON."""
+        return cls(d["workload"], d["source"], d["version"], d["profile"], dict(d["settings"]),
+                   [CheckpointPrediction.from_json(c) for c in d["checkpoints"]],
+                   [Schedule.from_json(x) for x in d["schedules"]], list(d["assumptions"]),
+                   list(d.get("warnings", [])))
 
 
 def _fmt_counters(obs: PredictedState) -> str:

@@ -14,10 +14,11 @@ from orchestrator.judge.compare import (
     compare,
     fits,
     normalize_prediction,
-    result_entry,
     show,
-    write_verdict,
 )
+from orchestrator.judge.entry import result_entry
+from orchestrator.judge.rundir import compare_run_dir, write_verdict
+from orchestrator.model.prediction import Prediction
 from orchestrator.spec import parse_spec
 from orchestrator.suites.workloads.observation import parse_driver_output
 from orchestrator.suites.workloads.trace import locate_scans, parse_trace
@@ -110,7 +111,8 @@ def prediction(alloc_first: int = 1, none_first: int = 2) -> dict:
          "address": BASE + PMD, "result": "SUCCEED", "none_or_zero": 423, "unmapped": 0,
          "shared": 0, "referenced": 89, "writable": 1, "region": "a", "pmd": 1}]
     return {
-        "workload": "cmp", "version": "6.12",
+        "workload": "cmp", "source": "cmp.toml", "version": "6.12", "profile": "6.12",
+        "settings": {},
         "checkpoints": [
             {"label": "scanned", "step": 2, "outcomes": [
                 outcome([0], alloc_first, none_first - 1, 400, {"1": "ok"}),
@@ -240,12 +242,8 @@ def test_missing_checkpoint_and_counter() -> None:
     assert ("missing", "checkpoint") in kinds and ("counter", "thp_no_such_counter") in kinds
 
 
-def test_normalize_accepts_objects() -> None:
-    class Pred:
-        def to_json(self) -> dict:
-            return prediction()
-
-    norm = normalize_prediction(Pred())
+def test_normalize_accepts_the_typed_prediction() -> None:
+    norm = normalize_prediction(Prediction.from_json(prediction()))
     alt = norm["checkpoints"][1]["alternatives"][1]
     assert alt["name"] == "schedule 1" and alt["results"] == {1: "ok", 3: "ok"}
     assert alt["regions"] == {"a": {"AnonHugePages": 2048, "Rss": 2404, "Swap": 0}}
@@ -258,9 +256,11 @@ def test_normalize_accepts_objects() -> None:
 def test_write_and_result_entry(tmp_path: Path) -> None:
     o = obs()
     v = compare(prediction(), o, SPEC)
-    write_verdict(tmp_path, prediction(), v)
+    typed = Prediction.from_json(prediction())
+    write_verdict(tmp_path, typed, v)
     assert json.loads((tmp_path / "verdict.json").read_text())["status"] == "match"
-    assert json.loads((tmp_path / "predicted.json").read_text()) == prediction()
+    written = json.loads((tmp_path / "predicted.json").read_text())
+    assert Prediction.from_json(written).to_json() == typed.to_json()  # round trip
     entry = result_entry(SPEC, o, prediction(), v, duration=3.2)
     assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
     assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
@@ -280,8 +280,6 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
 
 
 def test_compare_run_dir_offline(tmp_path: Path) -> None:
-    from orchestrator.judge.compare import compare_run_dir
-
     p = prediction()
     for cp in p["checkpoints"]:
         for out in cp["outcomes"]:
@@ -301,8 +299,6 @@ def test_compare_run_dir_offline(tmp_path: Path) -> None:
 
 def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
     from orchestrator.errors import UserError
-    from orchestrator.judge.compare import compare_run_dir
-
     (tmp_path / "driver.jsonl").write_text(driver_output())
     with pytest.raises(UserError, match="predicted.json"):
         compare_run_dir(tmp_path, SPEC)

@@ -16,9 +16,10 @@ import pytest
 
 from orchestrator.judge import compare as cmp
 from orchestrator.judge import pmd as pmd_compare
+from orchestrator.judge import rundir
 from orchestrator.model import predict
 from orchestrator.spec import load_spec
-from orchestrator.suites.workloads.driver import load_observation
+from orchestrator.suites.workloads.observation import load_observation
 from orchestrator.suites.workloads.trace import parse_trace
 
 DEBUG = Path(__file__).parents[2] / "tests" / "data" / "workloads" / "6.12.117-tcg-debug"
@@ -29,7 +30,7 @@ REGION_A = 1 << 40  # where the driver put region "a" in these runs
 def _load(run: Path) -> tuple:
     spec = load_spec(run / "spec.toml")
     obs = load_observation(run, spec)
-    return spec, obs, cmp.load_scans(run, obs)
+    return spec, obs, rundir.load_scans(run, obs)
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:
@@ -70,7 +71,7 @@ def test_real_trace_matches_with_per_pmd_check(run: Path) -> None:
 @pytest.mark.parametrize("run", RUNS, ids=[r.name for r in RUNS])
 def test_compare_run_dir_on_real_runs(run: Path, tmp_path: Path) -> None:
     d = _copy(run, tmp_path)
-    v = cmp.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
     assert v.status == "match", v.explanation
     assert json.loads((d / "verdict.json").read_text())["status"] == "match"
     assert "cuts" in json.loads((d / "predicted.json").read_text())["checkpoints"][0][
@@ -80,7 +81,7 @@ def test_compare_run_dir_on_real_runs(run: Path, tmp_path: Path) -> None:
 def test_changed_status_is_a_mismatch_naming_pmd_and_both_statuses(tmp_path: Path) -> None:
     d = _copy(DEBUG / "max-ptes-none-exceeded", tmp_path)
     _edit_trace(d, "status=exceed_none_pte", "status=succeeded", 1)
-    v = cmp.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
     assert v.status == "mismatch"
     first = v.details[0]
     assert (first["kind"], first["checkpoint"], first["address"], first["observed"],
@@ -105,7 +106,7 @@ def test_counters_alone_would_match_the_edited_trace(tmp_path: Path) -> None:
 def test_missing_scan_event(tmp_path: Path) -> None:
     d = _copy(DEBUG / "max-ptes-none-exceeded", tmp_path)
     _edit_trace(d, "status=exceed_none_pte", "", 1)
-    v = cmp.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
     assert v.status == "mismatch"
     assert (f"checkpoint 'exceeded': PMD {REGION_A:#x} (parent a pmd 0), khugepaged scan 3: "
             "kernel no scan, model EXCEED_NONE_PTE") in v.explanation
@@ -125,7 +126,7 @@ def test_pfn_placement_must_agree_with_the_model_pmd(tmp_path: Path) -> None:
     head, _, tail = lines[i].partition("scan_pfn=")
     lines[i] = head + f"scan_pfn={pfn_pmd1:#x}," + tail.partition(",")[2]
     path.write_text("\n".join(lines))
-    v = cmp.compare(predict(spec), obs, spec, cmp.load_scans(d, obs))
+    v = cmp.compare(predict(spec), obs, spec, rundir.load_scans(d, obs))
     assert v.status == "mismatch"
     assert "kernel PAGE_RO" in v.explanation and "placed on a pmd 1 (by pfn)" in v.explanation
 
@@ -201,7 +202,7 @@ def test_incomplete_trace_is_not_compared(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "CPU:1 [LOST 3 EVENTS]\n")
     spec = load_spec(d / "spec.toml")
     obs = load_observation(d, spec)
-    assert cmp.load_scans(d, obs) is None
+    assert rundir.load_scans(d, obs) is None
     assert parse_trace(path.read_text()).lost_events == 3
 
 

@@ -47,7 +47,7 @@ def test_double_counted_exceed_none_pte_is_a_mismatch(name: str) -> None:
     spec = load_spec(ROOT / "orchestrator" / "suites" / "workloads" / "specs" / f"{name}.toml")
     text = (d / "driver.jsonl").read_text()
     obs = parse_driver_output(text, spec)
-    prediction = predict(spec, wait_starts=obs.wait_starts)  # as runner.run_one does
+    prediction = predict(spec, wait_starts=obs.wait_starts)  # as judge.rundir.judge_workload does
     assert compare(prediction, obs, spec).status == "match"
     v = compare(prediction, parse_driver_output(_doubled(text), spec), spec)
     assert v.status == "mismatch"

@@ -50,12 +50,16 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any
     monkeypatch.setattr(workload_suite, "prepare_driver", lambda: tmp_path)
     monkeypatch.setattr(workload_suite, "upload", lambda shell: "/root/thpwork")
 
-    def run_one(shell: Any, spec: Any, out_dir: Path, remote: str, version: str) -> dict:
+    def run_one(shell: Any, spec: Any, out_dir: Path, remote: str) -> Any:
         seen["ran"].append((spec.name, seen["guests"][-1]))
+        return SimpleNamespace(name=spec.name)
+
+    def judge(spec: Any, obs: Any, out: Path, version: str, started: float) -> dict:
         return {"name": spec.name, "verdict": "match", "explanation": "",
                 "chosen_alternative": None, "checkpoints": []}
 
     monkeypatch.setattr(workload_suite, "run_one", run_one)
+    monkeypatch.setattr(vmtest, "judge_workload", judge)
     monkeypatch.setattr(vmtest, "_finish", lambda run, verdict, code, reason, detail="": {})
     return seen
 

@@ -10,7 +10,8 @@ from orchestrator.data import WORKLOAD_SPECS_DIR
 from orchestrator.judge.compare import compare
 from orchestrator.model import predict
 from orchestrator.spec import load_spec
-from orchestrator.suites.workloads.driver import driver_input, load_observation
+from orchestrator.suites.workloads.driver import driver_input
+from orchestrator.suites.workloads.observation import load_observation
 
 ROOT = Path(__file__).parents[2]
 RECORDED = sorted((ROOT / "tests" / "data" / "workloads" / "6.12.117-tcg").glob("*/driver.jsonl"))

@@ -23,7 +23,7 @@ from pathlib import Path
 from orchestrator import proc
 from orchestrator.cache import cache_dir, digest, write_json
 from orchestrator.data import DRIVER_SOURCE
-from orchestrator.errors import BuildError, GuestError, UserError
+from orchestrator.errors import BuildError, GuestError
 from orchestrator.machine.guest import GuestShell, signal_name
 from orchestrator.spec import (
     MTHP_KNOB_DEFAULTS,
@@ -221,13 +221,3 @@ def _save_trace_format(shell: GuestShell, out_dir: Path) -> None:
         (out_dir / "trace-format.txt").write_text(res.stdout)
     else:
         log.warning("trace formats not read from the guest: %s", res.stderr.strip()[-200:])
-
-
-def load_observation(run_dir: Path, spec: WorkloadSpec) -> Observation:
-    """Re-parse a run directory's driver.jsonl (for offline `thpvm compare`)."""
-    path = run_dir / "driver.jsonl"
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the driver output: {e}") from e
-    return parse_driver_output(text, spec)

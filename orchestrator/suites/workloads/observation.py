@@ -31,8 +31,10 @@ import errno as errno_mod
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import UserError
 from orchestrator.spec import PAGE_SIZE, PMD_SIZE, WorkloadSpec
 
 log = logging.getLogger(__name__)
@@ -401,3 +403,13 @@ def parse_driver_output(text: str, spec: WorkloadSpec | None = None) -> Observat
 def page_address(start: int, page: int) -> int:
     """Address of page `page` of a region starting at `start`."""
     return start + page * PAGE_SIZE
+
+
+def load_observation(run_dir: Path, spec: WorkloadSpec) -> Observation:
+    """Re-parse a run directory's driver.jsonl (for offline `thpvm compare`)."""
+    path = run_dir / "driver.jsonl"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the driver output: {e}") from e
+    return parse_driver_output(text, spec)

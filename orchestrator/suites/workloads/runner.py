@@ -8,16 +8,15 @@ workloads, one result.json entry per workload.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.data import WORKLOAD_SPECS_DIR
 from orchestrator.errors import UserError
-from orchestrator.judge import compare
 from orchestrator.machine.guest import GuestShell
 from orchestrator.spec import WorkloadSpec, load_spec
 from orchestrator.suites.workloads import driver as workload
+from orchestrator.suites.workloads.observation import Observation
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +66,11 @@ def upload(shell: GuestShell) -> str:
     return workload.upload_driver(shell)
 
 
-def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote: str,
-            version: str) -> dict[str, Any]:
-    """Run one workload, predict it with the model for `version`, compare; the
-    result.json entry. Writes observed/predicted/verdict JSON into `out_dir`."""
-    from orchestrator.model import predict
-
-    start = time.monotonic()
-    obs = workload.run_workload(shell, spec, out_dir, driver_remote)
-    prediction = predict(spec, version=version, wait_starts=obs.wait_starts)
-    verdict = compare.compare(prediction, obs, spec, compare.load_scans(out_dir, obs))
-    compare.write_verdict(out_dir, prediction, verdict)
-    log.info("workload %s: %s", spec.name, verdict.status)
-    return compare.result_entry(spec, obs, prediction, verdict,
-                                round(time.monotonic() - start, 2))
+def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path,
+            driver_remote: str) -> Observation:
+    """Run one workload in the guest; its observation (driver output kept in `out_dir`).
+    Judging it is the judge's (`judge.rundir.judge_workload`)."""
+    return workload.run_workload(shell, spec, out_dir, driver_remote)
 
 
 def drop_guest_disks(guest_dir: Path) -> None:
