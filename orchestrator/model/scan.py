@@ -7,7 +7,8 @@ means "would try to collapse"), with the running counts at the moment the PTE
 loop stopped (the fields of the mm_khugepaged_scan_pmd trace event). The
 caller (khugepaged.py / madvise_collapse.py) takes it from there.
 
-Per-PTE checks in kernel order (6.12, spec 4.2), for each PTE of the table:
+Per-PTE checks in kernel order (6.12; docs/khugepaged-model.md "The PMD scan"), for
+each PTE of the table:
   1. swap/non-present entry: ++unmapped; khugepaged and unmapped > max_ptes_swap
      -> EXCEED_SWAP_PTE (count_vm_event THP_SCAN_EXCEED_SWAP_PTE)
   2. none or zero page: ++none_or_zero; khugepaged and > max_ptes_none -> EXCEED_NONE_PTE

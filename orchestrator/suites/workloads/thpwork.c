@@ -404,6 +404,23 @@ static void parse_input(const char *path)
 
 /* ---------------------------------------------------------------- observation */
 
+/* Per-size collapse stats (7.2): "hugepages-<N>kB/stats/<stat>", where the kernel has them. */
+static void print_mthp_stats(const char *sep)
+{
+	static const char *const st[] = { "collapse_alloc", "collapse_alloc_failed",
+					   "collapse_exceed_none_pte", "collapse_exceed_swap_pte",
+					   "collapse_exceed_shared_pte" };
+	char path[128], val[VAL_LEN];
+
+	for (int kb = 16; kb <= 2048; kb *= 2)
+		for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++) {
+			snprintf(path, sizeof(path), THP "hugepages-%dkB/stats/%s", kb, st[i]);
+			if (!read_value(path, val, sizeof(val)) &&
+			    strspn(val, "0123456789") == strlen(val))
+				printf("%s\"hugepages-%dkB/stats/%s\":%s", sep, kb, st[i], val), sep = ",";
+		}
+}
+
 static void print_counters(void)
 {
 	static const char *const ks[] = { "pages_collapsed", "full_scans" };
@@ -425,6 +442,7 @@ static void print_counters(void)
 		if (!read_value(path, val, sizeof(val)) && strspn(val, "0123456789") == strlen(val))
 			printf("%s\"%s\":%s", sep, ks[i], val), sep = ",";
 	}
+	print_mthp_stats(sep);
 	printf("}");
 }
 
@@ -550,6 +568,43 @@ static void print_pmds(int fd, const struct region *r)
 	free(kind);
 }
 
+/* Large folios mapped by PTEs (or a PMD) in a region, from pagemap + /proc/kpageflags:
+ * [page index, size in kB] per run of a compound head followed by its tails at
+ * consecutive pfns. The host drops PMD-mapped THPs (they are in huge_pmds). */
+static void print_folios(int fd, const struct region *r)
+{
+	int kf = fd >= 0 ? open("/proc/kpageflags", O_RDONLY) : -1;
+	uint64_t ent, flags, head_page = 0, head_pfn = 0, n = 0;
+	int cnt = 0;
+
+	printf(",\"folios\":%s", kf >= 0 ? "[" : "null");
+	for (uint64_t pg = 0; kf >= 0 && pg <= r->pages; pg++) {
+		uint64_t pfn = 0;
+
+		flags = 0;
+		if (pg < r->pages && pread(fd, &ent, 8, (r->start / PAGE + pg) * 8) == 8 &&
+		    ent >> 63) {
+			pfn = ent & ((1ull << 55) - 1);
+			if (pread(kf, &flags, 8, pfn * 8) != 8)
+				flags = 0;
+		}
+		if (pfn && (flags >> 16 & 1) && n && pfn == head_pfn + n) {	/* KPF_COMPOUND_TAIL */
+			n++;
+			continue;
+		}
+		if (n > 1)
+			printf("%s[%llu,%llu]", cnt++ ? "," : "", (unsigned long long)head_page,
+			       (unsigned long long)(n * (PAGE / 1024)));
+		n = 0;
+		if (pfn && (flags >> 15 & 1))	/* KPF_COMPOUND_HEAD */
+			head_page = pg, head_pfn = pfn, n = 1;
+	}
+	if (kf >= 0) {
+		printf("]");
+		close(kf);
+	}
+}
+
 static int open_pagemap(pid_t pid)
 {
 	char path[64];
@@ -579,6 +634,7 @@ static void checkpoint(int step)
 			       (unsigned long long)r->start);
 			print_vmas(pids[p], base, r->start + r->pages * PAGE);
 			print_pmds(fd, r);
+			print_folios(fd, r);
 			printf("}");
 		}
 		printf("]}");
