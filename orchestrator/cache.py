@@ -3,7 +3,8 @@
 Everything thpvm builds lives under one root, outside the repository:
 `$THPVM_CACHE`, else `$XDG_CACHE_HOME/thpvm`, else `~/.cache/thpvm`.
 
-    trees/<version>/          extracted Debian linux-source trees
+    trees/<package>/          extracted Debian linux-source trees (build/debian.py)
+    apt/                      private apt configuration for fetching them
     worktrees/<key>/          exported git revisions of user trees
     build/<key>/              persistent out-of-tree build dirs (incremental make)
     kernels/<key>/            finished kernel artifacts, keyed by content
@@ -15,11 +16,14 @@ Everything thpvm builds lives under one root, outside the repository:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -81,3 +85,15 @@ def prune_runs(keep: int) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created on demand) for the block: waits."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -201,9 +201,9 @@ def checkout(scratch: Path, rev: str) -> None:
 
     Files git ignores are removed too (`clean -x`: `make O=` refuses a source
     tree with build products in it), except the kernel build's own object
-    directory (`kernel.OWNED_OBJ`), which keeps the next build incremental.
+    directory (`sources.OWNED_OBJ`), which keeps the next build incremental.
     """
-    from orchestrator.build.kernel import OWNED_OBJ
+    from orchestrator.build.sources import OWNED_OBJ
 
     git(scratch, "checkout", "--quiet", "--force", "--detach", rev)
     git(scratch, "clean", "-q", "-f", "-d", "-x", "-e", f"/{OWNED_OBJ}")

@@ -229,7 +229,8 @@ def _record_counters(run: Run, before: Any, after: Any) -> None:
     if before is None or after is None:
         return
     delta = counters.delta(before, after)
-    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
+    run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta,
+                    "mthp": counters.mthp_summary(delta)}
     deltas = {"run": delta}
     for inv in (run.selftest or {}).get("invocations", []):
         deltas["selftest " + " ".join(inv["argv"][1:])] = inv["counter_deltas"]
@@ -241,7 +242,7 @@ def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
                       ) -> tuple[list[selftest.Invocation], Path | None]:
     if suite.selftest is None:
         return [], None
-    iface = selftest.detect_interface(art.tree.path)
+    iface = selftest.detect_interface(art.tree.path, art.config.read_text())
     matrix = selftest.load_matrix()
     if suite.selftest == "default":
         ids: list[str] | None = selftest.default_ids(matrix, art.tree.path, iface)
@@ -258,7 +259,7 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
     from orchestrator.suites.selftest import output as selftest_output
 
     assert binary is not None
-    selftest.prepare_guest(g.shell, binary)
+    selftest.prepare_guest(g.shell, binary, invocations)
     results, parsed_runs = [], []
     for inv in invocations:
         run.progress(f"selftest {inv.id}")

@@ -621,12 +621,20 @@ def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
     """PMD-placed scan events from run_dir/trace.txt, or None when there is no trace
     or it is incomplete (the kernel lost events, or a scan_pmd line could not be
     read): an incomplete trace cannot take part in the per-PMD comparison."""
-    from orchestrator.suites.workloads.trace import SCAN_PMD, locate_scans, parse_trace
+    from orchestrator.suites.workloads.trace import (
+        EVENTS,
+        SCAN_PMD,
+        locate_scans,
+        parse_format_dump,
+        parse_trace,
+    )
 
     path = run_dir / "trace.txt"
     if not path.exists():
         return None
-    trace = parse_trace(path.read_text(errors="replace"))
+    fmt_path = run_dir / "trace-format.txt"  # the kernel's event formats (absent: 6.12 shapes)
+    fmt = parse_format_dump(fmt_path.read_text(errors="replace")) if fmt_path.exists() else None
+    trace = parse_trace(path.read_text(errors="replace"), EVENTS, fmt)
     if trace.unparsed:
         log.warning("%s: %d lines not understood", path, len(trace.unparsed))
     if trace.lost_events or any(SCAN_PMD in line for line in trace.unparsed):

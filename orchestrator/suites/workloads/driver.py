@@ -203,8 +203,21 @@ def run_workload(shell: GuestShell, spec: WorkloadSpec, out_dir: Path,
         raise _driver_failure(obs, res.exit_code, res.stdout, res.stderr)
     if obs.trace_saved:
         shell.get(remote_trace, out_dir / "trace.txt")
+        _save_trace_format(shell, out_dir)
     write_json(out_dir / "observed.json", obs.to_dict())
     return obs
+
+
+def _save_trace_format(shell: GuestShell, out_dir: Path) -> None:
+    """The guest's huge_memory tracefs format files beside trace.txt (trace-format.txt):
+    the trace is parsed by the kernel's own event formats, not assumed ones."""
+    from orchestrator.suites.workloads.trace import format_dump_command
+
+    res = shell.run(format_dump_command(), timeout=60)
+    if res.ok and res.stdout.strip():
+        (out_dir / "trace-format.txt").write_text(res.stdout)
+    else:
+        log.warning("trace formats not read from the guest: %s", res.stderr.strip()[-200:])
 
 
 def load_observation(run_dir: Path, spec: WorkloadSpec) -> Observation:

@@ -688,6 +688,7 @@ static void print_pfns(int step)
 /* ---------------------------------------------------------------- tracing */
 
 static const char *const trace_events[] = { "mm_khugepaged_scan_pmd", "mm_collapse_huge_page",
+					    "mm_khugepaged_scan",	/* 7.1+: per-mm scan progress */
 					    "mm_collapse_huge_page_isolate",
 					    "mm_collapse_huge_page_swapin" };
 
@@ -705,7 +706,7 @@ static void trace_start(void)
 	err = set_file(TRACE "tracing_on", "0");
 	err = err ? err : set_file(TRACE "trace_clock", "mono");
 	err = err ? err : write_file(TRACE "trace", "");
-	for (int i = 0; !err && i < 4; i++) {
+	for (size_t i = 0; !err && i < sizeof(trace_events) / sizeof(trace_events[0]); i++) {
 		snprintf(path, sizeof(path), TRACE "events/huge_memory/%s/enable", trace_events[i]);
 		if (access(path, F_OK) == 0 && !(err = set_file(path, "1")))
 			n++;
