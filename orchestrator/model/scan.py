@@ -72,6 +72,7 @@ EXCEED_STAT = {
     C_EXCEED_SWAP: "collapse_exceed_swap_pte",
     C_EXCEED_SHARED: "collapse_exceed_shared_pte",
 }
+_EXCEED_LO, _EXCEED_HI = min(EXCEED_COUNTER), max(EXCEED_COUNTER)
 BIG = 1 << 20  # "no limit" (MADV_COLLAPSE)
 MAX_PTES_LIMIT = HPAGE_PMD_NR - 1  # KHUGEPAGED_MAX_PTES_LIMIT
 
@@ -190,6 +191,8 @@ def _scan_row_exact(m: Machine, mm: Mm, row: int, i: int, batch: ScanBatch,
 def count_exceed(m: Machine, codes: np.ndarray) -> None:
     """count_vm_event(THP_SCAN_EXCEED_*_PTE) for every PMD that hit a limit, and
     (7.2) count_mthp_stat(HPAGE_PMD_ORDER, MTHP_STAT_COLLAPSE_EXCEED_*)."""
+    if not ((codes >= _EXCEED_LO) & (codes <= _EXCEED_HI)).any():
+        return
     for code, name in EXCEED_COUNTER.items():
         k = int(np.count_nonzero(codes == code))
         if k:
