@@ -234,3 +234,34 @@ def test_random_pages_distinct_in_range(seed: int, n: int, data: st.DataObject) 
 
 # Cross-checked against an independent C implementation of the docstring's algorithm.
 GOLDEN_SEED1: list[int] = [46, 163, 255, 260, 285, 357]
+
+
+MTHP = """format = 1
+name = "m"
+since = "7.2"
+[settings]
+"hugepages-64kB/enabled" = "madvise"
+[[regions]]
+name = "a"
+pmds = 1
+[[steps]]
+op = "set"
+set = { "hugepages-16kB/enabled" = "always", "hugepages-2048kB/enabled" = "never" }
+"""
+
+
+def test_per_size_knobs_and_since() -> None:
+    from orchestrator.suites.workloads.driver import driver_input
+
+    s = parse_spec(MTHP, "m.toml")
+    assert s.settings["hugepages-64kB/enabled"] == "madvise"
+    assert "hugepages-16kB/enabled" not in s.settings  # only what the file sets is written
+    assert s.since == "7.2" and s.applies_to("7.2.13-amd64") and not s.applies_to("6.12.117")
+    assert parse_spec(GOOD, "g.toml").applies_to("6.1.0")
+    text = driver_input(s)
+    assert "set hugepages-64kB/enabled madvise" in text
+    assert text.index("hugepages-64kB/enabled") < text.index("set enabled ")  # enabled last
+    with pytest.raises(UserError, match=r"hugepages-64kB/enabled.*expected one of"):
+        parse_spec(MTHP.replace('"madvise"', '"sometimes"', 1), "m.toml")
+    with pytest.raises(UserError, match="since"):
+        parse_spec(MTHP.replace('"7.2"', '"7"'), "m.toml")
