@@ -265,3 +265,32 @@ def test_per_size_knobs_and_since() -> None:
         parse_spec(MTHP.replace('"madvise"', '"sometimes"', 1), "m.toml")
     with pytest.raises(UserError, match="since"):
         parse_spec(MTHP.replace('"7.2"', '"7"'), "m.toml")
+
+
+LATER = """format = 1
+name = "l"
+[[regions]]
+name = "a"
+pmds = 1
+mapped = false
+[[steps]]
+op = "mmap"
+region = "a"
+[[steps]]
+op = "touch"
+region = "a"
+pages = "0"
+"""
+
+
+def test_mmap_step_maps_a_later_region() -> None:
+    from orchestrator.suites.workloads.driver import driver_input
+
+    s = parse_spec(LATER, "l.toml")
+    assert not s.region("a").mapped and s.to_dict()["regions"][0]["mapped"] is False
+    text = driver_input(s)
+    assert " 512 rw later\n" in text and "step 0 parent mmap 0 0-511\n" in text
+    with pytest.raises(UserError, match="unmapped here"):  # touched before the mmap
+        parse_spec(LATER.replace('op = "mmap"\nregion = "a"', 'op = "checkpoint"'), "l.toml")
+    with pytest.raises(UserError, match="mapped = false"):  # mapped twice
+        parse_spec(LATER + '[[steps]]\nop = "mmap"\nregion = "a"\n', "l.toml")
