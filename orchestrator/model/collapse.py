@@ -144,14 +144,8 @@ def install_huge_pmds(m: Machine, mm: Mm, r0: int, r1: int, writable: bool) -> N
     pte, page = t.pte[r0:r1], t.page[r0:r1]
     old = page[(pte & STATE_MASK) == PTE_PRESENT]
     st.mapcount[old] -= 1  # map_ptes(old, -1): distinct pages
-    first = st.n
-    ids = st.alloc(k * HPAGE_PMD_NR)
-    heads = np.arange(first, first + k * HPAGE_PMD_NR, HPAGE_PMD_NR, dtype=np.int32)
-    st.head[first:first + k * HPAGE_PMD_NR] = np.repeat(heads, HPAGE_PMD_NR)
-    st.nr[heads] = HPAGE_PMD_NR
+    heads = st.alloc_folios(k, HPAGE_PMD_NR)
     st.entire[heads] = 1
-    st.any_large = True
-    assert len(ids) == k * HPAGE_PMD_NR
     t.kind[r0:r1], t.folio[r0:r1] = PMD_THP, heads
     t.pmd_bits[r0:r1] = YOUNG | (WRITE if writable else 0)
     pte[:] = 0
