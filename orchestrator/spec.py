@@ -19,7 +19,8 @@ File shape (all keys listed; anything else is an error)::
 
     [[regions]]                     # at least one
     name = "a"                      # required, unique, [A-Za-z0-9_]+
-    pmds = 1                        # exactly one of pmds (2 MiB units) / pages (4 KiB)
+    pmds = 1                        # exactly one of pmds (2 MiB units) / pages (4 KiB);
+                                    # all regions together at most 4 GiB (and the guest's memory)
     offset_pages = 0                # optional, 0..511: start misaligned by this many pages
     prot = "rw"                     # optional, "rw" (default) or "r", at mmap time
     mapped = true                   # optional; false: mapped later by an `mmap` step
@@ -45,11 +46,11 @@ Ops and their keys (``pages`` is always optional and defaults to ``"all"``;
   memory and lives until the end of the workload. Only the parent may fork.
 * ``set``: ``set = { knob = value, ... }`` with knobs from DEFAULT_SETTINGS,
   written in SETTINGS_WRITE_ORDER (not file order).
-* ``wait_scans``: count (int >= 1), timeout_s (number > 0, default 30),
+* ``wait_scans``: count (int 1..10000), timeout_s (finite number in (0, 3600], default 30),
   label (optional); waits until full_scans advanced by ``count`` since the
   step started, then takes a checkpoint.
 * ``checkpoint``: label (optional).
-* ``sleep``: ms (int >= 0). Extension to the issue's format: sleep, then go on
+* ``sleep``: ms (int 0..3600000). Extension to the issue's format: sleep, then go on
   (no checkpoint); used where khugepaged does not run (``enabled = never``).
 
 Checkpoint labels default to ``"step<i>"`` (i = step index) and must be unique.
@@ -70,6 +71,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -89,6 +91,12 @@ PMD_PAGES = 512
 PMD_SIZE = PAGE_SIZE * PMD_PAGES
 LAYOUT_BASE = 1 << 40  # 1 TiB: far away from libc's top-down mmap area
 LAYOUT_GAP = PMD_SIZE
+#: Sane upper bounds: all regions of a workload together (4 GiB; `check_fits` also
+#: holds them to the guest's memory), a wait_scans timeout, its scan count, a sleep.
+MAX_TOTAL_PAGES = 1 << 20
+MAX_WAIT_S = 3600
+MAX_SCAN_COUNT = 10_000
+MAX_SLEEP_MS = MAX_WAIT_S * 1000
 
 #: Effective sysfs settings of a workload when its [settings] table omits a key.
 #: Kernel defaults, except enabled=madvise and scan_sleep_millisecs=200.
@@ -536,16 +544,29 @@ def _parse_regions(ctx: _Ctx, regions: Any) -> tuple[Region, ...]:
         if ("pmds" in t) == ("pages" in t):
             raise ctx.fail(p, "expected exactly one of 'pmds' (2 MiB units) or 'pages' (4 KiB)")
         if "pmds" in t:
-            pages = _get_int(ctx, t, "pmds", f"{p}.pmds", 1) * PMD_PAGES
+            pages = _get_int(ctx, t, "pmds", f"{p}.pmds", 1, MAX_TOTAL_PAGES // PMD_PAGES)
+            pages *= PMD_PAGES
         else:
-            pages = _get_int(ctx, t, "pages", f"{p}.pages", 1)
+            pages = _get_int(ctx, t, "pages", f"{p}.pages", 1, MAX_TOTAL_PAGES)
         off = _get_int(ctx, t, "offset_pages", f"{p}.offset_pages", 0, PMD_PAGES - 1, default=0)
         prot = _get_str(ctx, t, "prot", f"{p}.prot", default="rw", choices=("rw", "r"))
         mapped = t.get("mapped", True)
         if not isinstance(mapped, bool):
             raise ctx.fail(f"{p}.mapped", f"expected true or false, got {mapped!r}")
         out.append(Region(name, pages, off, prot, mapped))
+    total = sum(r.pages for r in out)
+    if total > MAX_TOTAL_PAGES:
+        raise ctx.fail("regions", f"{total} pages in all regions together; expected at most "
+                       f"{MAX_TOTAL_PAGES} ({MAX_TOTAL_PAGES * PAGE_SIZE >> 30} GiB)")
     return tuple(out)
+
+
+def check_fits(spec: WorkloadSpec, memory_mb: int) -> None:
+    """UserError (file and key) when the workload's regions exceed the guest's memory."""
+    total_mb = sum(r.pages for r in spec.regions) * PAGE_SIZE / (1 << 20)
+    if total_mb > memory_mb:
+        raise UserError(f"{spec.source}: regions: {total_mb:.0f} MiB of regions do not fit "
+                        f"in the guest's {memory_mb} MiB of memory")
 
 
 # op -> (allowed keys besides op/proc, takes a region)
@@ -637,13 +658,15 @@ def _parse_step(ctx: _Ctx, t: Mapping[str, Any], p: str, op: str, proc: str,
             raise ctx.fail(f"{p}.set", "expected a non-empty table of sysfs knobs")
         args["set"] = MappingProxyType(_parse_settings(ctx, t["set"], f"{p}.set"))
     elif op == "wait_scans":
-        args["count"] = _get_int(ctx, t, "count", f"{p}.count", 1)
+        args["count"] = _get_int(ctx, t, "count", f"{p}.count", 1, MAX_SCAN_COUNT)
         to = t.get("timeout_s", 30)
-        if isinstance(to, bool) or not isinstance(to, int | float) or to <= 0:
-            raise ctx.fail(f"{p}.timeout_s", f"expected a number > 0, got {to!r}")
+        if isinstance(to, bool) or not isinstance(to, int | float) or not math.isfinite(to) \
+                or not 0 < to <= MAX_WAIT_S:
+            raise ctx.fail(f"{p}.timeout_s",
+                           f"expected a finite number in (0, {MAX_WAIT_S}], got {to!r}")
         args["timeout_s"] = to
     elif op == "sleep":
-        args["ms"] = _get_int(ctx, t, "ms", f"{p}.ms", 0)
+        args["ms"] = _get_int(ctx, t, "ms", f"{p}.ms", 0, MAX_SLEEP_MS)
     if op in CHECKPOINT_OPS:
         args["label"] = _get_str(ctx, t, "label", f"{p}.label", default=f"step{i}")
     return Step(op, proc, region, MappingProxyType(args))

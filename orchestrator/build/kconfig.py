@@ -245,5 +245,10 @@ def _depends_block(lines: list[str], start: int) -> list[str]:
 
 
 def format_dropped(dropped: list[Dropped]) -> str:
-    """A multi-line list of dropped options for error output."""
-    return "\n".join("  " + d.describe() for d in dropped)
+    """A multi-line list of dropped options for error output (with a note on version
+    annotations when a symbol is unknown to the tree)."""
+    lines = ["  " + d.describe() for d in dropped]
+    if any(d.hint.startswith("unknown symbol") for d in dropped):
+        lines.append("  (an option only some kernel versions have can say so in its fragment: "
+                     "'CONFIG_X=y  # until: X.Y' or '# since: X.Y')")
+    return "\n".join(lines)

@@ -544,6 +544,10 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
     if not obs.complete or obs.errors:
         why = "; ".join(obs.errors) or "its output ended before the 'end' event"
         return Verdict("error", f"the workload driver did not finish: {why}")
+    torn = [cp.label for cp in obs.checkpoints if not cp.consistent]
+    if torn:  # a reading taken mid-collapse is never compared as a state
+        return Verdict("error", f"checkpoint(s) {', '.join(torn)}: no consistent reading "
+                                "(a collapse moved the counters during every read)")
     pmd = _PmdCheck(pmd_compare.kernel_scans(scans, obs), obs) if scans is not None else None
     try:
         pred = normalize_prediction(prediction)
@@ -592,6 +596,23 @@ def _entry_alternatives(alts: list[dict[str, Any]], cp: Checkpoint,
     return out
 
 
+def schedules_in_words(prediction: Any, verdict: Verdict) -> list[dict[str, Any]]:
+    """Each admissible schedule explained (its choices, in order), and which one the
+    kernel took (the path every checkpoint fitted)."""
+    try:
+        pred = normalize_prediction(prediction)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+    words: dict[str, str] = {}
+    for cp in pred["checkpoints"]:
+        for a in cp["alternatives"]:
+            name = str(a.get("name", ""))
+            if name not in words or (not words[name] and a.get("choices")):
+                words[name] = "; ".join(a.get("choices") or [])
+    return [{"name": n, "explanation": w or "deterministic: no choice point",
+             "taken": n == verdict.chosen_alternative} for n, w in words.items()]
+
+
 def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
                  verdict: Verdict, duration: float | None = None) -> dict[str, Any]:
     """The `workloads[]` entry of result.json (schema: orchestrator/schema)."""
@@ -611,6 +632,7 @@ def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
     entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
                              "verdict": verdict.status, "explanation": verdict.explanation,
                              "chosen_alternative": verdict.chosen_alternative,
+                             "schedules": schedules_in_words(prediction, verdict),
                              "checkpoints": cps}
     if duration is not None:
         entry["duration"] = duration

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.model.mm import HPAGE_PMD_NR, BlockMap, Mm, Vma
+from orchestrator.model.mm import HPAGE_PMD_NR, BlockMap, Mm, PageTables, Vma
 from orchestrator.model.pages import PageStore
 from orchestrator.model.profile import VersionProfile
 from orchestrator.model.results import CODE_OF, CODES, Scan
@@ -164,8 +164,6 @@ class Machine:
 
     def new_mm(self, name: str, vmas: list[Vma]) -> Mm:
         """A new process with the given VMAs and empty page tables."""
-        from orchestrator.model.mm import PageTables
-
         mm = Mm(name, vmas, PageTables.empty(len(self.blocks)))
         self.mms[name] = mm
         return mm

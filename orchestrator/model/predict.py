@@ -16,19 +16,27 @@ from orchestrator.spec import WorkloadSpec
 log = logging.getLogger(__name__)
 
 
-def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None) -> Prediction:
+def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None,
+            wait_starts: dict[int, int] | None = None) -> Prediction:
     """Predict counters, smaps and per-PMD decisions at every checkpoint of `spec`.
 
     `version` selects the profile (nearest known one, with a warning, if
-    unknown); `faults` injects THP allocation/charge failures.
+    unknown); `faults` injects THP allocation/charge failures. `wait_starts`
+    (wait_scans step -> the full_scans delta the driver saw when it began, from
+    `Observation.wait_starts`) aligns the model with the passes the kernel
+    completed: a periodic wake-up that fell inside slow steps before a wait is run
+    before the wait, so the wait counts the same passes as the kernel's.
     """
     profile = load_version_profile(version)
     flt = faults or Faults()
 
     def make(ch: Chooser) -> WorkloadRun:
-        return WorkloadRun(spec, profile, flt, ch)
+        return WorkloadRun(spec, profile, flt, ch, wait_starts=wait_starts)
 
     runs = enumerate_runs(make)
+    # schedules whose wait began at another pass than the driver saw are ruled out
+    # (unless every one is: then the comparison shows the difference)
+    runs = [r for r in runs if not r.contradicted] or runs
     log.debug("workload %s: %d schedule(s)", spec.name, len(runs))
     checkpoints = []
     for ci, first in enumerate(runs[0].checkpoints):

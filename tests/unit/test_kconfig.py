@@ -274,7 +274,8 @@ def test_dropped_option_hints_from_kconfig_tree(kconfig_tree: Path) -> None:
     assert text.splitlines()[0] == ("  CONFIG_READ_ONLY_THP_FOR_FS=y (from kconfigs/thp.config)"
                                     " ended up n [unmet dependency? depends on "
                                     "TRANSPARENT_HUGEPAGE && SHMEM]")
-    assert len(text.splitlines()) == 5
+    assert len(text.splitlines()) == 6  # five options and the note on version annotations
+    assert "'CONFIG_X=y  # until: X.Y'" in text.splitlines()[-1]
 
 
 def test_menuconfig_symbol_hint(kconfig_tree: Path) -> None:

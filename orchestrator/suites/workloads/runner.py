@@ -75,12 +75,19 @@ def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote:
 
     start = time.monotonic()
     obs = workload.run_workload(shell, spec, out_dir, driver_remote)
-    prediction = predict(spec, version=version)
+    prediction = predict(spec, version=version, wait_starts=obs.wait_starts)
     verdict = compare.compare(prediction, obs, spec, compare.load_scans(out_dir, obs))
     compare.write_verdict(out_dir, prediction, verdict)
     log.info("workload %s: %s", spec.name, verdict.status)
     return compare.result_entry(spec, obs, prediction, verdict,
                                 round(time.monotonic() - start, 2))
+
+
+def drop_guest_disks(guest_dir: Path) -> None:
+    """Remove a stopped per-workload guest's overlay and swap disk (they only
+    matter while it runs; a suite of fresh guests would otherwise keep one each)."""
+    for name in ("rootfs-overlay.qcow2", "swap.img"):
+        (guest_dir / name).unlink(missing_ok=True)
 
 
 def error_entry(spec: WorkloadSpec, why: str) -> dict[str, Any]:
