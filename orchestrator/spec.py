@@ -23,6 +23,7 @@ File shape (all keys listed; anything else is an error)::
                                     # all regions together at most 4 GiB (and the guest's memory)
     offset_pages = 0                # optional, 0..511: start misaligned by this many pages
     prot = "rw"                     # optional, "rw" (default) or "r", at mmap time
+    mapped = true                   # optional; false: mapped later by an `mmap` step
 
     [[steps]]                       # at least one; `op` required, `proc` optional
     op = "touch"                    # region, pages?, access? ("write" default | "read")
@@ -38,6 +39,9 @@ Ops and their keys (``pages`` is always optional and defaults to ``"all"``;
   pageout | dontneed, expect (optional: "ok" or an errno name such as "EINVAL").
 * ``mprotect``: region, pages, prot = "r" | "rw".
 * ``munmap``: region, pages.
+* ``mmap``: region (no pages): maps a region declared ``mapped = false`` (whole,
+  at its layout address, with its prot), at most once; before it the region is
+  unmapped. A fault in it can then register the mm with khugepaged.
 * ``fork``: no keys; at most one; creates the child C, which shares all of P's
   memory and lives until the end of the workload. Only the parent may fork.
 * ``set``: ``set = { knob = value, ... }`` with knobs from DEFAULT_SETTINGS,
@@ -151,7 +155,8 @@ _KNOBS: dict[str, tuple[str, ...] | tuple[int, int | None]] = {
 }
 
 ADVICES = ("hugepage", "nohugepage", "collapse", "pageout", "dontneed")
-OPS = ("touch", "madvise", "mprotect", "munmap", "fork", "set", "wait_scans", "checkpoint", "sleep")
+OPS = ("touch", "madvise", "mprotect", "munmap", "mmap", "fork", "set", "wait_scans",
+       "checkpoint", "sleep")
 CHECKPOINT_OPS = ("wait_scans", "checkpoint")
 PROCS = ("parent", "child")
 
@@ -176,6 +181,7 @@ class Region:
     pages: int
     offset_pages: int = 0
     prot: str = "rw"
+    mapped: bool = True  # False: mapped by an `mmap` step
 
 
 @dataclass(frozen=True)
@@ -239,7 +245,7 @@ class WorkloadSpec:
             "settings": dict(self.settings),
             "regions": [
                 {"name": r.name, "pages": r.pages, "offset_pages": r.offset_pages,
-                 "prot": r.prot, "start": addrs[r.name]}
+                 "prot": r.prot, "mapped": r.mapped, "start": addrs[r.name]}
                 for r in self.regions
             ],
             "steps": [_step_dict(self, s) for s in self.steps],
@@ -529,7 +535,7 @@ def _parse_regions(ctx: _Ctx, regions: Any) -> tuple[Region, ...]:
         p = f"regions[{i}]"
         if not isinstance(t, Mapping):
             raise ctx.fail(p, "expected a table")
-        _no_unknown(ctx, t, p, {"name", "pmds", "pages", "offset_pages", "prot"})
+        _no_unknown(ctx, t, p, {"name", "pmds", "pages", "offset_pages", "prot", "mapped"})
         name = _get_str(ctx, t, "name", f"{p}.name", required=True)
         if not _REGION_RE.match(name):
             raise ctx.fail(f"{p}.name", f"expected [A-Za-z0-9_]+, got {name!r}")
@@ -544,7 +550,10 @@ def _parse_regions(ctx: _Ctx, regions: Any) -> tuple[Region, ...]:
             pages = _get_int(ctx, t, "pages", f"{p}.pages", 1, MAX_TOTAL_PAGES)
         off = _get_int(ctx, t, "offset_pages", f"{p}.offset_pages", 0, PMD_PAGES - 1, default=0)
         prot = _get_str(ctx, t, "prot", f"{p}.prot", default="rw", choices=("rw", "r"))
-        out.append(Region(name, pages, off, prot))
+        mapped = t.get("mapped", True)
+        if not isinstance(mapped, bool):
+            raise ctx.fail(f"{p}.mapped", f"expected true or false, got {mapped!r}")
+        out.append(Region(name, pages, off, prot, mapped))
     total = sum(r.pages for r in out)
     if total > MAX_TOTAL_PAGES:
         raise ctx.fail("regions", f"{total} pages in all regions together; expected at most "
@@ -566,6 +575,7 @@ _OP_KEYS: dict[str, tuple[set[str], bool]] = {
     "madvise": ({"region", "pages", "advice", "expect"}, True),
     "mprotect": ({"region", "pages", "prot"}, True),
     "munmap": ({"region", "pages"}, True),
+    "mmap": ({"region"}, True),
     "fork": (set(), False),
     "set": ({"set"}, False),
     "wait_scans": ({"count", "timeout_s", "label"}, False),
@@ -586,7 +596,7 @@ def _parse_steps(ctx: _Ctx, steps: Any, regions: dict[str, Region]) -> tuple[Ste
     if not isinstance(steps, list) or not steps:
         raise ctx.fail("steps", "expected at least one [[steps]] table")
     parent = _MemState(
-        {n: bytearray([1]) * r.pages for n, r in regions.items()},
+        {n: bytearray([r.mapped]) * r.pages for n, r in regions.items()},
         {n: bytearray([r.prot == "rw"]) * r.pages for n, r in regions.items()},
     )
     mem: dict[str, _MemState] = {"parent": parent}
@@ -691,3 +701,9 @@ def _track(ctx: _Ctx, step: Step, p: str, regions: dict[str, Region],
     elif step.op == "munmap":
         for i in pages:
             mapped[i] = 0
+    elif step.op == "mmap":
+        if regions[step.region].mapped or any(mapped) or step.proc != "parent":
+            raise ctx.fail(f"{p}.op", f"mmap: region {step.region!r} must be declared "
+                                      "mapped = false and be mapped once, by the parent")
+        for i in pages:
+            mapped[i] = 1

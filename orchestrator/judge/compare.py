@@ -124,17 +124,20 @@ def _outcome_alternative(outcome: Mapping[str, Any], schedule: Mapping[str, Any]
     """One model outcome as seen on one schedule (see the module docstring)."""
     regions: dict[str, dict[str, Any]] = {}
     huge: dict[str, list[int]] = {}
+    folios: dict[str, list[list[int]]] = {}
     for proc, per_region in (outcome.get("regions") or {}).items():
         for name, st in per_region.items():
             key = _region_key(proc, name)
             regions[key] = {_SMAPS_NAMES[k]: v for k, v in st.items() if k in _SMAPS_NAMES}
             huge[key] = list(st.get("huge_pmds", []))
+            if st.get("folios") is not None:
+                folios[key] = [list(f) for f in st["folios"]]
     t = outcome.get("time_ms", 0)
     decisions = [d for d in schedule.get("decisions", [])
                  if t_prev < d.get("time_ms", 0) <= t or (t_prev == 0 == d.get("time_ms"))]
     alt = {"name": f"schedule {schedule.get('index')}", "choices": schedule.get("choices", []),
            "reasons": outcome.get("reasons", []), "counters": outcome.get("counters", {}),
-           "regions": regions, "huge_pmds": huge,
+           "regions": regions, "huge_pmds": huge, "folios": folios,
            "results": {int(k): v for k, v in (outcome.get("results") or {}).items()},
            "timed_out": bool(outcome.get("timed_out")), "decisions": decisions,
            "time_ms": t, "log": schedule.get("decisions", [])}
@@ -230,6 +233,21 @@ def _diff_values(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]
         if got != sorted(pmds):
             diffs.append({"checkpoint": cp.label, "kind": "huge_pmds", "region": key,
                           "name": "huge_pmds", "predicted": sorted(pmds), "observed": got})
+    return diffs + _diff_folios(alt, cp, regions)
+
+
+def _diff_folios(alt: Mapping[str, Any], cp: Checkpoint,
+                 regions: Mapping[str, RegionSample]) -> list[dict[str, Any]]:
+    """Large PTE-mapped folios (page, kB) per region, where the driver read them."""
+    diffs: list[dict[str, Any]] = []
+    for key, want in sorted((alt.get("folios") or {}).items()):
+        sample = regions.get(key)
+        if sample is None or sample.folios is None:
+            continue  # not read (no kpageflags), or an older driver
+        got = sorted([list(f) for f in sample.folios])
+        if got != sorted(want):
+            diffs.append({"checkpoint": cp.label, "kind": "folios", "region": key,
+                          "name": "folios", "predicted": sorted(want), "observed": got})
     return diffs
 
 

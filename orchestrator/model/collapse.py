@@ -136,24 +136,21 @@ def _collapse_pmd(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
     return Scan.SUCCEED
 
 
-def install_huge_pmds(m: Machine, mm: Mm, rows: np.ndarray, writable: bool) -> None:
-    """install_huge_pmd() for several rows at once: the same end state as collapsing
+def install_huge_pmds(m: Machine, mm: Mm, r0: int, r1: int, writable: bool) -> None:
+    """install_huge_pmd() for rows [r0, r1) at once: the same end state as collapsing
     them one after another (each old page unmapped, a new PMD-mapped folio each)."""
     t, st = mm.tables, m.store
-    k = len(rows)
-    present = (t.pte[rows] & STATE_MASK) == PTE_PRESENT
-    st.map_ptes(t.page[rows][present], -1)
-    ids = st.alloc(k * HPAGE_PMD_NR)
-    heads = ids[::HPAGE_PMD_NR]
-    st.head[ids] = np.repeat(heads, HPAGE_PMD_NR)
-    st.nr[heads] = HPAGE_PMD_NR
+    k = r1 - r0
+    pte, page = t.pte[r0:r1], t.page[r0:r1]
+    old = page[(pte & STATE_MASK) == PTE_PRESENT]
+    st.mapcount[old] -= 1  # map_ptes(old, -1): distinct pages
+    heads = st.alloc_folios(k, HPAGE_PMD_NR)
     st.entire[heads] = 1
-    st.any_large = True
-    t.kind[rows], t.folio[rows] = PMD_THP, heads
-    t.pmd_bits[rows] = YOUNG | (WRITE if writable else 0)
-    t.pte[rows] = 0
-    t.page[rows] = NO_PAGE
-    m.mark_dirty(rows)
+    t.kind[r0:r1], t.folio[r0:r1] = PMD_THP, heads
+    t.pmd_bits[r0:r1] = YOUNG | (WRITE if writable else 0)
+    pte[:] = 0
+    page[:] = NO_PAGE
+    m.mark_dirty(slice(r0, r1))
 
 
 def batch_collapsible(m: Machine, mm: Mm) -> bool:

@@ -25,7 +25,7 @@ from orchestrator.model.scan import C_SUCCEED, ScanBatch, count_exceed, scan_row
 
 log = logging.getLogger(__name__)
 
-PTE_LOOKAHEAD = 256  # PMDs evaluated per chunk with per-PTE progress (speed only)
+MAX_LOOKAHEAD = 4096  # PMDs evaluated at most per chunk (speed only)
 JIFFY_MS = 4  # CONFIG_HZ=250 (Debian): msecs_to_jiffies() rounds up to 4 ms steps
 
 Block = tuple[Any, ...]  # what the thread waits for: ("sleep",) | ("list",) | ("alloc", t)
@@ -54,6 +54,7 @@ class Khugepaged:
         # collapse runs of PMDs in one scan_mm_slot() call (only from do_scan(), whose
         # loop would re-enter the mm after each collapse: same outcome, fewer calls)
         self.batching = False
+        self.lookahead = 0  # PMDs to evaluate in the next chunk beyond the budget's need
         if m.pmd_enabled():  # hugepage_init() -> start_stop_khugepaged(); list empty
             self.gen = self._thread()
             self.block = ("list",)
@@ -157,10 +158,10 @@ class Khugepaged:
         b0 = self.scan_address // HPAGE_PMD_NR
         n_left = (hend - self.scan_address) // HPAGE_PMD_NR
         rem = pages - progress
-        n = max(1, -(-rem // HPAGE_PMD_NR))  # enough if every PMD costs HPAGE_PMD_NR
-        if m.profile.progress == "pte":  # cheap PMDs (1 unit) fit more: look further ahead
-            n = max(n, min(rem, PTE_LOOKAHEAD))
-        n = min(n_left, n)
+        # enough rows if every PMD costs HPAGE_PMD_NR; with per-PTE progress, after a
+        # chunk of cheap PMDs, look further ahead (speed only: results past the budget
+        # are discarded, row summaries stay valid until a row changes)
+        n = min(n_left, max(1, -(-rem // HPAGE_PMD_NR), min(rem, self.lookahead)))
         r0, r1 = m.blocks.rows(b0, b0 + n)
         batch = scan_rows(m, mm, r0, r1, is_khugepaged=True, fill_bitmap=fill)
         cost = batch.examined if m.profile.progress == "pte" else np.full(n, HPAGE_PMD_NR)
@@ -176,6 +177,7 @@ class Khugepaged:
             result = CODES[int(codes[-1])]
             self.scan_address += done * HPAGE_PMD_NR
             progress = int(spent[done - 1])
+        self.lookahead = 0 if len(over) or upto < n else min(2 * n, MAX_LOOKAHEAD)
         if len(over):
             return True, progress, result
         if upto < n and self.batching and orders == PMD_BIT and batch_collapsible(m, mm):
@@ -212,8 +214,7 @@ class Khugepaged:
         spent = progress + np.arange(1, run + 1) * (HPAGE_PMD_NR + 1) - 1
         over = np.flatnonzero(spent >= pages)
         run = int(over[0]) + 1 if len(over) else run
-        rows = np.arange(row, row + run)
-        install_huge_pmds(m, mm, rows, vma.writable)
+        install_huge_pmds(m, mm, row, row + run, vma.writable)
         m.alloc_attempts += run
         for name in ("thp_collapse_alloc", "pages_collapsed"):
             m.count(name, run)

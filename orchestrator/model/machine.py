@@ -82,7 +82,7 @@ class Faults:
 
 class DecisionLog:
     """Per-PMD decisions, one record per hpage_collapse_scan_pmd() call
-    (the fields of the mm_khugepaged_scan_pmd trace event, spec 4.5)."""
+    (the fields of the mm_khugepaged_scan_pmd trace event; docs/khugepaged-model.md)."""
 
     FIELDS = ("time_ms", "pass", "proc", "by", "address", "result", "none_or_zero",
               "unmapped", "shared", "referenced", "writable")
@@ -228,7 +228,9 @@ class Machine:
         if not orders or vma.nohugepage:  # vma_thp_disabled(); MMF_DISABLE_THP not modelled
             return 0
         if not in_pf:  # drop the highest orders until one fits at vm_end
-            for o in sorted(orders_of(orders), reverse=True):
+            for o in range(orders.bit_length() - 1, -1, -1):
+                if not orders >> o & 1:
+                    continue
                 if suitable_order(vma, vma.end - (1 << o), o):
                     break
                 orders &= ~(1 << o)

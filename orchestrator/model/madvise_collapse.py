@@ -2,7 +2,7 @@
 
 Synchronous, in the caller: no max_ptes_* limits, no referenced rule, the
 PAGE_RO rule still applies (<= 6.12); every fully covered aligned 2 MiB block
-of each VMA is scanned and collapsed. Returns "ok" or an errno name (spec 6).
+of each VMA is scanned and collapsed. Returns "ok" or an errno name (docs/khugepaged-model.md).
 """
 
 from __future__ import annotations

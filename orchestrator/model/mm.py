@@ -128,12 +128,12 @@ class PageTables:
             pte, page = self.pte[idx], self.page[idx]
         state = pte & STATE_MASK
         present = state == PTE_PRESENT
-        self.n_none[idx] = np.count_nonzero(state <= PTE_ZERO, axis=1)
-        self.n_swap[idx] = np.count_nonzero(state == PTE_SWAP, axis=1)
-        self.n_present[idx] = np.count_nonzero(present, axis=1)
-        self.n_young[idx] = np.count_nonzero((pte & (STATE_MASK | YOUNG)) == PTE_PRESENT | YOUNG,
-                                             axis=1)
-        self.any_write[idx] = np.any((pte & (STATE_MASK | WRITE)) == PTE_PRESENT | WRITE, axis=1)
+        self.n_none[idx] = (state <= PTE_ZERO).sum(axis=1, dtype=np.int16)
+        self.n_swap[idx] = (state == PTE_SWAP).sum(axis=1, dtype=np.int16)
+        self.n_present[idx] = present.sum(axis=1, dtype=np.int16)
+        self.n_young[idx] = ((pte & (STATE_MASK | YOUNG)) == PTE_PRESENT | YOUNG).sum(
+            axis=1, dtype=np.int16)
+        self.any_write[idx] = ((pte & (STATE_MASK | WRITE)) == PTE_PRESENT | WRITE).any(axis=1)
         if store.maybe_shared:
             sh = np.zeros(pte.shape, np.bool_)
             sh[present] = store.shared(page[present], shared_rule)

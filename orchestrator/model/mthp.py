@@ -4,10 +4,10 @@ Mirrors, in 7.2.13 mm/khugepaged.c:
   collapse_max_ptes_none()    l.365  per-order none/zero limit (0/511 rule, warn once)
   collapse_max_ptes_shared()  l.404  0 below the PMD order
   collapse_max_ptes_swap()    l.432  0 below the PMD order
-  max_order_from_offset()     l.1456 alignment caps the next order
+  max_order_from_offset()     l.1458 alignment caps the next order
   mthp_collapse()             l.1483 the descent from the PMD order to order 2
-  collapse_huge_page(order)   l.1271 below the PMD order: alloc_charge_folio (l.1232),
-                              __collapse_huge_page_swapin (l.1141, bails on a swap PTE),
+  collapse_huge_page(order)   l.1272 below the PMD order: alloc_charge_folio (l.1232),
+                              __collapse_huge_page_swapin (l.1141, bails at l.1186),
                               __collapse_huge_page_isolate (l.661), map the new folio by PTEs
 The PMD order itself goes through collapse.collapse_huge_page().
 """
@@ -83,7 +83,7 @@ def max_ptes_swap(m: Machine, order: int, is_khugepaged: bool = True) -> int:
 
 
 def max_order_from_offset(offset: int) -> int:
-    """max_order_from_offset() (l.1456): the highest naturally aligned order at `offset`."""
+    """max_order_from_offset() (l.1458): the highest naturally aligned order at `offset`."""
     if offset == 0:
         return PMD_ORDER
     return min((offset & -offset).bit_length() - 1, PMD_ORDER)

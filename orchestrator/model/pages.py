@@ -53,6 +53,20 @@ class PageStore:
         self.n += count
         return ids
 
+    def alloc_folios(self, count: int, nr: int) -> np.ndarray:
+        """`count` new exclusive large folios of `nr` pages each, consecutive ids,
+        unmapped; returns their head ids."""
+        first = self.n
+        total = count * nr
+        self._grow(first + total)
+        heads = np.arange(first, first + total, nr, dtype=np.int32)
+        self.head[first:first + total] = np.repeat(heads, nr)
+        self.nr[heads] = nr  # new slots: nr 1, mapcounts 0 (ids are never reused)
+        self.exclusive[first:first + total] = True
+        self.n += total
+        self.any_large = True
+        return heads
+
     def alloc_folio(self, nr: int) -> int:
         """A new exclusive large folio of `nr` pages; returns its head id."""
         ids = self.alloc(nr)

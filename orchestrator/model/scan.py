@@ -7,7 +7,8 @@ means "would try to collapse"), with the running counts at the moment the PTE
 loop stopped (the fields of the mm_khugepaged_scan_pmd trace event). The
 caller (khugepaged.py / madvise_collapse.py) takes it from there.
 
-Per-PTE checks in kernel order (6.12, spec 4.2), for each PTE of the table:
+Per-PTE checks in kernel order (6.12; docs/khugepaged-model.md "The PMD scan"), for
+each PTE of the table:
   1. swap/non-present entry: ++unmapped; khugepaged and unmapped > max_ptes_swap
      -> EXCEED_SWAP_PTE (count_vm_event THP_SCAN_EXCEED_SWAP_PTE)
   2. none or zero page: ++none_or_zero; khugepaged and > max_ptes_none -> EXCEED_NONE_PTE
@@ -45,6 +46,7 @@ from orchestrator.model.mm import (
     WRITE,
     YOUNG,
     Mm,
+    PageTables,
 )
 from orchestrator.model.results import Scan
 
@@ -71,6 +73,7 @@ EXCEED_STAT = {
     C_EXCEED_SWAP: "collapse_exceed_swap_pte",
     C_EXCEED_SHARED: "collapse_exceed_shared_pte",
 }
+_EXCEED_LO, _EXCEED_HI = min(EXCEED_COUNTER), max(EXCEED_COUNTER)
 BIG = 1 << 20  # "no limit" (MADV_COLLAPSE)
 MAX_PTES_LIMIT = HPAGE_PMD_NR - 1  # KHUGEPAGED_MAX_PTES_LIMIT
 
@@ -121,38 +124,55 @@ def scan_rows(m: Machine, mm: Mm, r0: int, r1: int, is_khugepaged: bool,
     """hpage_collapse_scan_pmd() up to the collapse decision, for PMD rows [r0, r1)."""
     t = mm.tables
     n = r1 - r0
-    rows = np.arange(r0, r1)
     kinds = t.kind[r0:r1]
-    codes = np.full(n, C_PMD_MAPPED, np.int8)  # PMD_THP and the huge zero page
-    for i in np.flatnonzero(kinds == PMD_EMPTY):
-        codes[i] = empty_pmd_code(m, mm, r0 + int(i))
+    is_tab = kinds == PMD_TABLE
+    if is_tab.all():  # the common case: plain slices, no gathers
+        tab: np.ndarray | slice = slice(0, n)
+        trow: np.ndarray | slice = slice(r0, r1)
+        codes = np.empty(n, np.int8)
+        t.refresh(m.store, m.profile.shared_test, np.arange(r0, r1))
+    else:
+        codes = np.full(n, C_PMD_MAPPED, np.int8)  # PMD_THP and the huge zero page
+        for i in np.flatnonzero(kinds == PMD_EMPTY):
+            codes[i] = empty_pmd_code(m, mm, r0 + int(i))
+        tab = np.flatnonzero(is_tab)
+        trow = tab + r0
+        if len(tab):
+            t.refresh(m.store, m.profile.shared_test, trow)
     zeros = np.zeros(n, np.int32)
-    batch = ScanBatch(codes, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(),
+    batch = ScanBatch(codes, zeros, zeros.copy(), zeros.copy(), zeros.copy(),
                       np.zeros(n, np.bool_), np.ones(n, np.int32))
-    tab = np.flatnonzero(kinds == PMD_TABLE)
-    if len(tab) == 0:
+    if isinstance(tab, np.ndarray) and len(tab) == 0:
         return batch
-    batch.examined[tab] = HPAGE_PMD_NR
-    t.refresh(m.store, m.profile.shared_test, rows[tab])
-    max_none, max_swap, max_shared = limits(m, is_khugepaged, fill_bitmap)
-    trow = rows[tab]
-    nn, ns, nsh = t.n_none[trow], t.n_swap[trow], t.n_shared[trow]
-    ref = t.n_young[trow] if is_khugepaged else np.zeros(len(tab), np.int16)
+    _table_codes(m, t, batch, tab, trow, is_khugepaged)
+    lim = limits(m, is_khugepaged, fill_bitmap)
+    nn, ns, nsh = batch.none_or_zero[tab], batch.unmapped[tab], batch.shared[tab]
+    over = np.flatnonzero((nn > lim[0]) | (ns > lim[1]) | (nsh > lim[2]))
+    rows_of = np.arange(n)[tab]
+    for j in over:
+        k = int(rows_of[j])
+        _scan_row_exact(m, mm, r0 + k, k, batch, is_khugepaged, lim)
+    return batch
+
+
+def _table_codes(m: Machine, t: PageTables, batch: ScanBatch, tab: np.ndarray | slice,
+                 trow: np.ndarray | slice, is_khugepaged: bool) -> None:
+    """The end-of-scan decision of every PTE-table row from its summaries (limits
+    are checked by the caller)."""
+    ns = t.n_swap[trow]
+    ref = t.n_young[trow] if is_khugepaged else 0
     wr = t.any_write[trow]
-    code = np.full(len(tab), C_SUCCEED, np.int8)
+    code = np.full(len(ns), C_SUCCEED, np.int8)
     if m.profile.writable_required:
         code[~wr] = C_PAGE_RO
     if is_khugepaged:
         lack = (ref == 0) | ((ns > 0) & (ref < HPAGE_PMD_NR // 2))
         code[lack & (code == C_SUCCEED)] = C_LACK_REF
     batch.codes[tab] = code
-    batch.none_or_zero[tab], batch.unmapped[tab], batch.shared[tab] = nn, ns, nsh
+    batch.none_or_zero[tab], batch.unmapped[tab] = t.n_none[trow], ns
+    batch.shared[tab] = t.n_shared[trow]
     batch.referenced[tab], batch.writable[tab] = ref, wr
-    over = np.flatnonzero((nn > max_none) | (ns > max_swap) | (nsh > max_shared))
-    for j in over:
-        _scan_row_exact(m, mm, int(trow[j]), int(tab[j]), batch, is_khugepaged,
-                        (max_none, max_swap, max_shared))
-    return batch
+    batch.examined[tab] = HPAGE_PMD_NR
 
 
 def _first(mask: np.ndarray) -> int:
@@ -189,6 +209,8 @@ def _scan_row_exact(m: Machine, mm: Mm, row: int, i: int, batch: ScanBatch,
 def count_exceed(m: Machine, codes: np.ndarray) -> None:
     """count_vm_event(THP_SCAN_EXCEED_*_PTE) for every PMD that hit a limit, and
     (7.2) count_mthp_stat(HPAGE_PMD_ORDER, MTHP_STAT_COLLAPSE_EXCEED_*)."""
+    if not ((codes >= _EXCEED_LO) & (codes <= _EXCEED_HI)).any():
+        return
     for code, name in EXCEED_COUNTER.items():
         k = int(np.count_nonzero(codes == code))
         if k:

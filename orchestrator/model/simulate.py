@@ -152,8 +152,7 @@ class WorkloadRun:
         self.m = Machine(profile, dict(spec.settings), blocks, faults=faults,
                          log=DecisionLog(log_decisions))
         self.k = Khugepaged(self.m)
-        self.m.new_mm("parent", [Vma(s, e, writable=spec.region(n).prot == "rw", region=n)
-                                 for n, (s, e) in self.extent.items()])
+        self.m.new_mm("parent", [self._vma(n) for n in self.extent if spec.region(n).mapped])
         self.results: dict[int, str] = {}
         self.checkpoints: list[CheckpointRecord] = []
         self.pending: Pending | None = None
@@ -376,6 +375,19 @@ class WorkloadRun:
         mm = self._proc(step)
         for s, e in self._range_runs(step):
             munmap(self.m, mm, s, e)
+        self.results[i] = "ok"
+
+    def _vma(self, name: str) -> Vma:
+        s, e = self.extent[name]
+        return Vma(s, e, writable=self.spec.region(name).prot == "rw", region=name)
+
+    def _op_mmap(self, i: int, step: Step) -> None:
+        """mmap(MAP_FIXED_NOREPLACE) of a region declared mapped = false: a new VMA
+        without an anon_vma (__mmap_region()'s khugepaged_enter_vma() finds nothing
+        eligible for anonymous memory); its first faults may register the mm."""
+        assert step.region is not None
+        mm = self._proc(step)
+        mm.vmas = sorted([*mm.vmas, self._vma(step.region)], key=lambda v: v.start)
         self.results[i] = "ok"
 
     def _op_fork(self, i: int, step: Step) -> None:

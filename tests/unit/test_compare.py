@@ -304,6 +304,49 @@ def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
         compare_run_dir(tmp_path, SPEC)
 
 
+def _with_folios(text: str, folios: list[list[int]], stats: dict[str, int]) -> str:
+    """driver_output() with large folios in every region sample and per-size stats."""
+    out = []
+    for line in text.splitlines():
+        ev = json.loads(line)
+        if ev.get("event") == "checkpoint":
+            ev["counters"] = dict(ev["counters"], **{k: (v if ev["step"] >= 0 else 0)
+                                                    for k, v in stats.items()})
+            for p in ev["procs"]:
+                for r in p["regions"]:
+                    r["folios"] = folios + [[0, 2048]] if ev["step"] >= 0 else []
+        out.append(json.dumps(ev))
+    return "\n".join(out)
+
+
+def _with_predicted(pred: dict, folios: list[list[int]], stats: dict[str, int]) -> dict:
+    for cp in pred["checkpoints"]:
+        for o in cp["outcomes"]:
+            o["counters"].update(stats)
+            o["regions"]["parent"]["a"]["folios"] = folios
+    return pred
+
+
+def test_folios_and_per_size_stats_are_compared() -> None:
+    stats = {"hugepages-64kB/stats/collapse_alloc": 3}
+    o = parse_driver_output(_with_folios(driver_output(), [[600, 64]], stats), SPEC)
+    # the PMD-mapped THP at page 0 (huge_pmds [0]) is not a PTE-mapped folio
+    assert o.checkpoints[1].procs["parent"]["a"].folios == ((600, 64),)
+    good = _with_predicted(prediction(), [[600, 64]], {"mthp/64kB/collapse_alloc": 3})
+    assert compare(good, o, SPEC).status == "match"
+    bad = _with_predicted(prediction(), [[600, 64], [616, 64]],
+                          {"mthp/64kB/collapse_alloc": 3})
+    v = compare(bad, o, SPEC)
+    assert v.status == "mismatch" and any(d["kind"] == "folios" for d in v.details)
+    wrong = _with_predicted(prediction(), [[600, 64]], {"mthp/64kB/collapse_alloc": 4})
+    assert compare(wrong, o, SPEC).status == "mismatch"
+
+
+def test_mthp_counters_skipped_when_not_collected() -> None:
+    pred = _with_predicted(prediction(), [[600, 64]], {"mthp/64kB/collapse_alloc": 4})
+    assert compare(pred, obs(), SPEC).status == "match"  # no folios, no per-size stats read
+
+
 def test_torn_reading_is_never_judged_as_a_state() -> None:
     """A checkpoint the driver could not read consistently (a collapse moved
     pages_collapsed / full_scans / thp_collapse_alloc during every read) is an

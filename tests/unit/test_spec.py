@@ -245,6 +245,66 @@ def test_random_pages_distinct_in_range(seed: int, n: int, data: st.DataObject) 
 GOLDEN_SEED1: list[int] = [46, 163, 255, 260, 285, 357]
 
 
+MTHP = """format = 1
+name = "m"
+since = "7.2"
+[settings]
+"hugepages-64kB/enabled" = "madvise"
+[[regions]]
+name = "a"
+pmds = 1
+[[steps]]
+op = "set"
+set = { "hugepages-16kB/enabled" = "always", "hugepages-2048kB/enabled" = "never" }
+"""
+
+
+def test_per_size_knobs_and_since() -> None:
+    from orchestrator.suites.workloads.driver import driver_input
+
+    s = parse_spec(MTHP, "m.toml")
+    assert s.settings["hugepages-64kB/enabled"] == "madvise"
+    assert "hugepages-16kB/enabled" not in s.settings  # only what the file sets is written
+    assert s.since == "7.2" and s.applies_to("7.2.13-amd64") and not s.applies_to("6.12.117")
+    assert parse_spec(GOOD, "g.toml").applies_to("6.1.0")
+    text = driver_input(s)
+    assert "set hugepages-64kB/enabled madvise" in text
+    assert text.index("hugepages-64kB/enabled") < text.index("set enabled ")  # enabled last
+    with pytest.raises(UserError, match=r"hugepages-64kB/enabled.*expected one of"):
+        parse_spec(MTHP.replace('"madvise"', '"sometimes"', 1), "m.toml")
+    with pytest.raises(UserError, match="since"):
+        parse_spec(MTHP.replace('"7.2"', '"7"'), "m.toml")
+
+
+LATER = """format = 1
+name = "l"
+[[regions]]
+name = "a"
+pmds = 1
+mapped = false
+[[steps]]
+op = "mmap"
+region = "a"
+[[steps]]
+op = "touch"
+region = "a"
+pages = "0"
+"""
+
+
+def test_mmap_step_maps_a_later_region() -> None:
+    from orchestrator.suites.workloads.driver import driver_input
+
+    s = parse_spec(LATER, "l.toml")
+    assert not s.region("a").mapped and s.to_dict()["regions"][0]["mapped"] is False
+    text = driver_input(s)
+    assert " 512 rw later\n" in text and "step 0 parent mmap 0 0-511\n" in text
+    with pytest.raises(UserError, match="unmapped here"):  # touched before the mmap
+        parse_spec(LATER.replace('op = "mmap"\nregion = "a"', 'op = "checkpoint"'), "l.toml")
+    with pytest.raises(UserError, match="mapped = false"):  # mapped twice
+        parse_spec(LATER + '[[steps]]\nop = "mmap"\nregion = "a"\n', "l.toml")
+
+
 def test_check_fits_names_file_and_key() -> None:
     from orchestrator.spec import check_fits
 

@@ -85,7 +85,7 @@ def _step_line(spec: WorkloadSpec, i: int) -> str:
         ridx = [r.name for r in spec.regions].index(step.region)
         ranges = page_runs(spec.step_pages(step))
         mid = {"touch": a.get("access"), "madvise": a.get("advice"),
-               "mprotect": a.get("prot"), "munmap": None}[step.op]
+               "mprotect": a.get("prot"), "munmap": None, "mmap": None}[step.op]
         return " ".join(x for x in (head, str(ridx), mid, ranges) if x is not None)
     if step.op == "sleep":
         return f"{head} {int(a['ms'])}"
@@ -103,7 +103,8 @@ def driver_input(spec: WorkloadSpec) -> str:
     lines += [f"set {p} {v}" for p, v in _knob_tokens(dict(spec.settings))]
     addrs = layout_addresses(spec)
     for i, r in enumerate(spec.regions):
-        lines.append(f"region {i} {addrs[r.name]:#x} {r.pages} {r.prot}")
+        later = "" if r.mapped else " later"
+        lines.append(f"region {i} {addrs[r.name]:#x} {r.pages} {r.prot}{later}")
     lines += [_step_line(spec, i) for i in range(len(spec.steps))]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ Event shapes (all carry ``event``; most carry ``time_ns``, CLOCK_MONOTONIC):
 * ``region``: region (index), start, pages
 * ``checkpoint``: step (-1 = baseline), counters {name: int}, procs [{proc, pid,
   regions [{region, start, vmas [[start, end, rss, swap, ahp, eligible, flags]],
-  pmd_method, huge_pmds [k], zero_pmds [k]}]}]
+  pmd_method, huge_pmds [k], zero_pmds [k], folios [[page, kB]] | null}]}]
 * ``step``: step, proc, op, region, calls [[first_page, last_page, ret, errno]]
 * ``fork``: step, child_pid;  ``wait``: step, start, target, reached, timed_out, elapsed_ms
 * ``pfns``: step, proc, region, runs [[page, pfn, count]]
@@ -65,6 +65,8 @@ class RegionSample:
     huge_pmds: tuple[int, ...]
     zero_pmds: tuple[int, ...]
     pmd_method: str
+    # PTE-mapped large folios (page index, kB) from pagemap + kpageflags; None: not read
+    folios: tuple[tuple[int, int], ...] | None = None
 
     @property
     def anon_huge_kb(self) -> int:
@@ -257,7 +259,29 @@ def _region_sample(r: Any, names: _Names) -> RegionSample:
         huge_pmds=_pmd_list(r, "huge_pmds"),
         zero_pmds=_pmd_list(r, "zero_pmds"),
         pmd_method=_str(r, "pmd_method"),
+        folios=_folios(r),
     )
+
+
+def _folios(r: dict[str, Any]) -> tuple[tuple[int, int], ...] | None:
+    """The driver's [page, kB] large folios, without PMD-mapped THPs (in huge_pmds)."""
+    raw = r.get("folios")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _Bad("region sample: 'folios' is not a list")
+    offset = _int(r, "start", 0) % PMD_SIZE // PAGE_SIZE
+    huge = set(_pmd_list(r, "huge_pmds"))
+    out = []
+    for f in raw:
+        if not (isinstance(f, list) and len(f) == 2 and all(isinstance(x, int) for x in f)):
+            raise _Bad(f"region sample: folio {f!r} is not [page, kB]")
+        page, kb = f
+        if kb == PMD_SIZE // 1024 and (offset + page) % 512 == 0 \
+                and (offset + page) // 512 in huge:
+            continue
+        out.append((page, kb))
+    return tuple(out)
 
 
 def _checkpoint(ev: dict[str, Any], names: _Names, base: dict[str, int] | None) -> Checkpoint:

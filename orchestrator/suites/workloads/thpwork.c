@@ -10,12 +10,13 @@
  * anything unexpected is an error naming the line):
  *   thpwork 1                                   first line, format version
  *   set PATH VALUE                              sysfs knob under /sys/kernel/mm/transparent_hugepage/
- *   region IDX START_HEX PAGES r|rw             IDX = 0,1,2... in order
+ *   region IDX START_HEX PAGES r|rw [later]     IDX = 0,1,2... in order; later: by a mmap step
  *   step IDX parent|child OP ARGS...            IDX = 0,1,2... in order
  *     touch REGION write|read RANGES            RANGES = "-" or "A-B,C-D,..." (page indices)
  *     madvise REGION hugepage|nohugepage|collapse|pageout|dontneed RANGES
  *     mprotect REGION r|rw RANGES
  *     munmap REGION RANGES
+ *     mmap REGION RANGES                        maps a "later" region (RANGES: all of it)
  *     fork | checkpoint | sleep MS | wait_scans COUNT TIMEOUT_MS | set PATH VALUE [PATH VALUE]...
  *
  * OUTPUT: one JSON object per line on stdout (start, setting, trace, region,
@@ -65,11 +66,11 @@
 #define VAL_LEN 64
 
 struct range { uint32_t a, b; };
-struct region { uint64_t start; uint32_t pages; int prot; };
-enum { OP_TOUCH, OP_MADVISE, OP_MPROTECT, OP_MUNMAP, OP_FORK, OP_CHECKPOINT, OP_SLEEP,
-       OP_WAIT, OP_SET };
-static const char *const op_names[] = { "touch", "madvise", "mprotect", "munmap", "fork",
-					"checkpoint", "sleep", "wait_scans", "set" };
+struct region { uint64_t start; uint32_t pages; int prot, later; };	/* later: mmap step */
+enum { OP_TOUCH, OP_MADVISE, OP_MPROTECT, OP_MUNMAP, OP_MMAP, OP_FORK, OP_CHECKPOINT,
+       OP_SLEEP, OP_WAIT, OP_SET };
+static const char *const op_names[] = { "touch", "madvise", "mprotect", "munmap", "mmap",
+					"fork", "checkpoint", "sleep", "wait_scans", "set" };
 struct step {
 	int op, child, region, arg;	/* arg: access, advice index or prot */
 	uint64_t n1, n2;		/* sleep ms / wait count, timeout ms */
@@ -309,8 +310,8 @@ static void parse_step(char **t, int nt)
 		fail(2, "step index out of order");
 	s = &steps[nsteps];
 	s->child = word(t[2], (const char *const[]){ "parent", "child" }, 2, "process");
-	s->op = word(t[3], op_names, 9, "op");
-	if (s->op <= OP_MUNMAP) {
+	s->op = word(t[3], op_names, 10, "op");
+	if (s->op <= OP_MMAP) {
 		s->region = num(t[a++], 0, nregions ? nregions - 1 : 0, "region index");
 		if (s->region >= nregions)
 			fail(2, "region not declared");
@@ -360,7 +361,7 @@ static void parse_line(char *line)
 	if (!strcmp(t[0], "set") && nt == 3 && !nsteps && !nregions) {
 		parse_knob(t[1], t[2]);
 		ninit_knobs = nknobs;
-	} else if (!strcmp(t[0], "region") && nt == 5 && !nsteps) {
+	} else if (!strcmp(t[0], "region") && (nt == 5 || nt == 6) && !nsteps) {
 		struct region *r = &regions[nregions];
 
 		if (nregions == MAX_REGIONS || num(t[1], 0, MAX_REGIONS, "region index") != (uint64_t)nregions)
@@ -368,6 +369,7 @@ static void parse_line(char *line)
 		r->start = num(t[2], 0x10000, 1ull << 46, "region start");
 		r->pages = num(t[3], 1, MAX_PAGES, "region pages");
 		r->prot = word(t[4], (const char *const[]){ "r", "rw" }, 2, "prot");
+		r->later = nt == 6 && !word(t[5], (const char *const[]){ "later" }, 1, "mapping");
 		if (r->start % PAGE)
 			fail(2, "region start not page aligned");
 		nregions++;
@@ -404,6 +406,23 @@ static void parse_input(const char *path)
 
 /* ---------------------------------------------------------------- observation */
 
+/* Per-size collapse stats (7.2): "hugepages-<N>kB/stats/<stat>", where the kernel has them. */
+static void print_mthp_stats(const char *sep)
+{
+	static const char *const st[] = { "collapse_alloc", "collapse_alloc_failed",
+					   "collapse_exceed_none_pte", "collapse_exceed_swap_pte",
+					   "collapse_exceed_shared_pte" };
+	char path[128], val[VAL_LEN];
+
+	for (int kb = 16; kb <= 2048; kb *= 2)
+		for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++) {
+			snprintf(path, sizeof(path), THP "hugepages-%dkB/stats/%s", kb, st[i]);
+			if (!read_value(path, val, sizeof(val)) &&
+			    strspn(val, "0123456789") == strlen(val))
+				printf("%s\"hugepages-%dkB/stats/%s\":%s", sep, kb, st[i], val), sep = ",";
+		}
+}
+
 static void print_counters(void)
 {
 	static const char *const ks[] = { "pages_collapsed", "full_scans" };
@@ -425,6 +444,7 @@ static void print_counters(void)
 		if (!read_value(path, val, sizeof(val)) && strspn(val, "0123456789") == strlen(val))
 			printf("%s\"%s\":%s", sep, ks[i], val), sep = ",";
 	}
+	print_mthp_stats(sep);
 	printf("}");
 }
 
@@ -550,6 +570,43 @@ static void print_pmds(int fd, const struct region *r)
 	free(kind);
 }
 
+/* Large folios mapped by PTEs (or a PMD) in a region, from pagemap + /proc/kpageflags:
+ * [page index, size in kB] per run of a compound head followed by its tails at
+ * consecutive pfns. The host drops PMD-mapped THPs (they are in huge_pmds). */
+static void print_folios(int fd, const struct region *r)
+{
+	int kf = fd >= 0 ? open("/proc/kpageflags", O_RDONLY) : -1;
+	uint64_t ent, flags, head_page = 0, head_pfn = 0, n = 0;
+	int cnt = 0;
+
+	printf(",\"folios\":%s", kf >= 0 ? "[" : "null");
+	for (uint64_t pg = 0; kf >= 0 && pg <= r->pages; pg++) {
+		uint64_t pfn = 0;
+
+		flags = 0;
+		if (pg < r->pages && pread(fd, &ent, 8, (r->start / PAGE + pg) * 8) == 8 &&
+		    ent >> 63) {
+			pfn = ent & ((1ull << 55) - 1);
+			if (pread(kf, &flags, 8, pfn * 8) != 8)
+				flags = 0;
+		}
+		if (pfn && (flags >> 16 & 1) && n && pfn == head_pfn + n) {	/* KPF_COMPOUND_TAIL */
+			n++;
+			continue;
+		}
+		if (n > 1)
+			printf("%s[%llu,%llu]", cnt++ ? "," : "", (unsigned long long)head_page,
+			       (unsigned long long)(n * (PAGE / 1024)));
+		n = 0;
+		if (pfn && (flags >> 15 & 1))	/* KPF_COMPOUND_HEAD */
+			head_page = pg, head_pfn = pfn, n = 1;
+	}
+	if (kf >= 0) {
+		printf("]");
+		close(kf);
+	}
+}
+
 static int open_pagemap(pid_t pid)
 {
 	char path[64];
@@ -579,6 +636,7 @@ static void print_checkpoint(int step)
 			       (unsigned long long)r->start);
 			print_vmas(pids[p], base, r->start + r->pages * PAGE);
 			print_pmds(fd, r);
+			print_folios(fd, r);
 			printf("}");
 		}
 		printf("]}");
@@ -777,6 +835,9 @@ static void run_memory_step(int idx)
 			ret = madvise(p, len, advice_values[s->arg]);
 		else if (s->op == OP_MPROTECT)
 			ret = mprotect(p, len, s->arg ? PROT_READ | PROT_WRITE : PROT_READ);
+		else if (s->op == OP_MMAP)
+			ret = mmap(p, len, r->prot ? PROT_READ | PROT_WRITE : PROT_READ,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == p ? 0 : -1;
 		else
 			ret = munmap(p, len);
 		printf("%s[%u,%u,%d,%d]", sep, s->r[i].a, s->r[i].b, ret, ret ? errno : 0);
@@ -943,8 +1004,9 @@ static void map_regions(void)
 		struct region *r = &regions[i];
 		int prot = r->prot ? PROT_READ | PROT_WRITE : PROT_READ;
 		void *want = (void *)(uintptr_t)r->start;
-		void *p = mmap(want, r->pages * PAGE, prot,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		void *p = r->later ? want : mmap(want, r->pages * PAGE, prot,
+						 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+						 -1, 0);
 
 		if (p != want)
 			fail(3, "mmap of region %d failed (errno %d)", i, p == MAP_FAILED ? errno : 0);
