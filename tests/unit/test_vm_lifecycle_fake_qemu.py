@@ -274,14 +274,15 @@ def test_stop_is_idempotent(req: qemu.BootRequest, pids: list[int]) -> None:
     assert gone(vm.popen.pid)
 
 
-def test_qemu_failing_to_start_is_retried_then_boot_error(
+def test_qemu_exiting_at_start_is_a_boot_error_naming_its_message(
         req: qemu.BootRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A QEMU that dies before opening its serial socket (e.g. port taken) is retried."""
+    """A QEMU that quits by itself (a bad option, KVM failing) is not retried: the
+    error says it exited and quotes QEMU's own message."""
     bad = tmp_path / "bin"
     bad.mkdir()
     script = bad / "qemu-system-x86_64"
-    script.write_text("#!/bin/sh\necho \"qemu-system-x86_64: could not set up host forwarding"
-                      " rule 'tcp:127.0.0.1:1-:22'\"\nexit 1\n")
+    script.write_text("#!/bin/sh\necho \"qemu-system-x86_64: error: failed to set MSR 0x10a to "
+                      "0x69\"\nexit 1\n")
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bad}{os.pathsep}{os.environ['PATH']}")
     calls: list[float] = []
@@ -289,17 +290,38 @@ def test_qemu_failing_to_start_is_retried_then_boot_error(
 
     def quick_connect(self: qemu.ConsoleMonitor, timeout: float = 10.0) -> None:
         calls.append(timeout)
-        real_connect(self, timeout=0.2)  # the real 10 s wait, shortened
+        real_connect(self, timeout=0.5)  # the real 10 s wait, shortened
 
     monkeypatch.setattr(qemu.ConsoleMonitor, "connect", quick_connect)
     vm = qemu.Vm(req)
-    with pytest.raises(BootError, match="QEMU failed to start 5 times") as info:
+    with pytest.raises(BootError, match="QEMU exited with status 1 before the guest ran: "
+                                        "qemu-system-x86_64: error: failed to set MSR") as info:
         with vm:
             pytest.fail("the with block must not run")
     assert vm._socks is None  # the socket directory is removed
-    assert len(calls) == 5
-    assert "could not set up host forwarding" in info.value.detail
+    assert len(calls) == 1
+    assert "failed to set MSR" in info.value.detail
     assert len(json.loads((req.run_dir / "qemu-argv.json").read_text())) > 10
+
+
+def test_qemu_not_opening_its_sockets_is_retried_then_boot_error(
+        req: qemu.BootRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        pids: list[int]) -> None:
+    bad = tmp_path / "bin"
+    bad.mkdir()
+    script = bad / "qemu-system-x86_64"
+    script.write_text("#!/bin/sh\necho $$ >> \"$FAKE_PIDS\"\nexec sleep 60\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bad}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PIDS", str(tmp_path / "pids"))
+    real_connect = qemu.ConsoleMonitor.connect
+    monkeypatch.setattr(qemu.ConsoleMonitor, "connect",
+                        lambda self, timeout=10.0: real_connect(self, timeout=0.2))
+    with pytest.raises(BootError, match="did not open its sockets 3 times"):
+        with qemu.Vm(req):
+            pytest.fail("the with block must not run")
+    pids += [int(p) for p in (tmp_path / "pids").read_text().split()]
+    assert len(pids) == 3
 
 
 def test_unanswering_guest_is_diagnosed_as_a_hang(req: qemu.BootRequest) -> None:
