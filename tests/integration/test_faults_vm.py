@@ -75,18 +75,21 @@ def _assert_reaped(out: Path, socks: Path) -> None:
     assert not (out / leftovers.LEASE).exists()
     assert (out / leftovers.REAPED).is_file()
     assert not (out / "rootfs-overlay.qcow2").exists() and not (out / "swap.img").exists()
-    assert (out / "serial.log").is_file()  # the evidence stays
+    assert (out / "qemu.log").is_file() and (out / "serial.log").is_file()  # evidence stays
 
 
 def test_sigkill_mid_boot_qemu_dies_and_runs_prune_reaps(default_kernel, guest_image, tmp_path,
-                                                         qemu_tag, capsys, monkeypatch):
+                                                         no_leaked_qemu, capsys, monkeypatch):
+    qemu_tag = no_leaked_qemu
     out = tmp_path / "run"
     before = qemu_pids(qemu_tag)
     child = _spawn(["boot", "--accel", "tcg", "--out", str(out), "sleep", "600"],
                    tmp_path / "thpvm.log")
     try:
-        _wait_for(lambda: (out / leftovers.LEASE).exists(), 900, "QEMU start", child)
-        assert "THPVM-READY" not in (out / "serial.log").read_text(errors="replace"), \
+        serial = out / "serial.log"
+        _wait_for(lambda: (out / leftovers.LEASE).exists() and serial.exists(), 900,
+                  "QEMU start", child)  # the console is connected: the guest boots
+        assert "THPVM-READY" not in serial.read_text(errors="replace"), \
             "the guest was already up: not a mid-boot kill"
         took, socks = _sigkill_and_check(child, qemu_tag, before, out)
     finally:
@@ -103,7 +106,8 @@ def test_sigkill_mid_boot_qemu_dies_and_runs_prune_reaps(default_kernel, guest_i
 
 
 def test_sigkill_mid_selftest_qemu_dies_and_the_next_boot_reaps(default_kernel, guest_image,
-                                                                tmp_path, qemu_tag):
+                                                                tmp_path, no_leaked_qemu):
+    qemu_tag = no_leaked_qemu
     out = tmp_path / "run"
     log = tmp_path / "thpvm.log"
     before = qemu_pids(qemu_tag)
@@ -123,7 +127,6 @@ def test_sigkill_mid_selftest_qemu_dies_and_the_next_boot_reaps(default_kernel, 
                                   qemu.load_machine_profile())) as vm:
         assert vm.alive()
         _assert_reaped(out, socks)
-    assert not wait_gone(qemu_tag, before, QEMU_GONE_S)
 
 
 def _mkdir(path: Path) -> Path:
@@ -131,10 +134,15 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def test_cache_image_and_run_disks_are_private(guest_image, tmp_path):
-    root = cache.cache_root()
-    assert root.stat().st_mode & 0o777 == 0o700
+def test_cache_image_and_run_disks_are_private(guest_image, tmp_path, monkeypatch):
+    assert cache.cache_root().stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared-cache"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    monkeypatch.setenv("THPVM_CACHE", str(shared))
     assert cache.new_run_dir("perm").stat().st_mode & 0o777 == 0o700
+    assert shared.stat().st_mode & 0o777 == 0o700  # an existing root is tightened
+    assert cache.cache_dir("kernels").stat().st_mode & 0o777 == 0o700
     assert guest_image.dir.stat().st_mode & 0o777 == 0o700
     assert guest_image.qcow2.stat().st_mode & 0o777 == 0o400
     for key in (guest_image.ssh_key, guest_image.host_key):
