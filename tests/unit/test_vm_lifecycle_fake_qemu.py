@@ -342,3 +342,43 @@ def test_unanswering_guest_is_diagnosed_as_a_hang(req: qemu.BootRequest) -> None
             assert vm.console is not None and vm.console.severe() is ev
     finally:
         session.HANG_PROBE_TIMEOUT = saved
+
+
+def test_probe_fails_fast_on_a_failed_vm_status(req: qemu.BootRequest, pids: list[int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """KVM's failure mode where QEMU stays up but the VM stopped: QMP says so."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", "hang")
+    monkeypatch.setenv("FAKE_QEMU_STATUS", "internal-error")
+    req.probe_s, req.ready_timeout = 30.0, 60.0
+    vm = qemu.Vm(req)
+    with pytest.raises(BootError, match="QEMU reports the VM internal-error"):  # not a timeout
+        with vm:
+            pytest.fail("the with block must not run")
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+
+
+def test_probe_fails_a_silent_guest_without_guest_cpu_time(req: qemu.BootRequest,
+                                                          pids: list[int],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "hang")  # prints nothing; a process never in a guest
+    req.probe_s, req.ready_timeout = 0.5, 60.0
+    vm = qemu.Vm(req)
+    with pytest.raises(BootError, match="no guest code ran and the console stayed silent"):
+        with vm:
+            pytest.fail("the with block must not run")
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+
+
+def test_probe_lets_a_running_guest_boot(req: qemu.BootRequest, pids: list[int]) -> None:
+    req.probe_s = 5.0
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        assert [e.kind for e in vm.console.events] == ["ready"]  # type: ignore[union-attr]
+
+
+def test_guest_cpu_seconds_of_a_plain_process_is_zero() -> None:
+    assert qemu.guest_cpu_seconds(os.getpid()) == 0.0
+    assert qemu.guest_cpu_seconds(2**22 + 12345) == 0.0  # no such process
