@@ -95,7 +95,6 @@ def test_sigkill_mid_boot_qemu_dies_and_runs_prune_reaps(default_kernel, guest_i
     finally:
         child.kill()
         child.wait()
-    print(f"mid-boot SIGKILL: QEMU gone after {took:.2f} s")
     monkeypatch.setenv("THPVM_CACHE", str(tmp_path / "cache"))  # prune nothing shared
     capsys.readouterr()
     assert main(["runs", "--prune", "10"]) == 0
