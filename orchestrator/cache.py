@@ -3,7 +3,8 @@
 Everything thpvm builds lives under one root, outside the repository:
 `$THPVM_CACHE`, else `$XDG_CACHE_HOME/thpvm`, else `~/.cache/thpvm`.
 
-    trees/<version>/          extracted Debian linux-source trees
+    trees/<package>/          extracted Debian linux-source trees (build/debian.py)
+    apt/                      private apt configuration for fetching them
     worktrees/<key>/          exported git revisions of user trees
     build/<key>/              persistent out-of-tree build dirs (incremental make)
     kernels/<key>/            finished kernel artifacts, keyed by content
@@ -18,13 +19,17 @@ cache holds SSH keys and the guests' disks.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from orchestrator.errors import UserError
 
 
 def cache_root() -> Path:
@@ -104,3 +109,23 @@ def prune_runs(keep: int, busy: Callable[[Path], bool] | None = None) -> list[Pa
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+@contextmanager
+def locked(path: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created on demand) for the `with` body.
+
+    Waits for the holder by default (builds shared through the cache). With `busy`,
+    does not wait: another holder is a UserError with that message (one bisect or
+    validate per scratch clone).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError as e:
+            raise UserError(busy or f"{path} is locked") from e
+        yield
+    finally:
+        os.close(fd)

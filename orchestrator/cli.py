@@ -84,7 +84,8 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         kernel=_kernel_request(args),
         suite=vmtest.suite_items(args.suite) or list(vmtest.DEFAULT_SUITE),
         workload_files=list(getattr(args, "workload", [])), accel=args.accel,
-        append=getattr(args, "append", ""), out=getattr(args, "out", None))
+        append=getattr(args, "append", ""), out=getattr(args, "out", None),
+        isolation=getattr(args, "isolation", "guest"))
 
 
 def _test_template(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
@@ -376,7 +377,14 @@ def _add_guest_commands(sub: Sub) -> None:
     _suite_arg(vt)
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
+    _isolation_arg(vt)
     vt.set_defaults(handler=cmd_vm_test)
+
+
+def _isolation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isolation", choices=["guest", "shared"], default="guest",
+                   help="guest (default): each workload in a fresh guest, so khugepaged has no "
+                        "history from the selftest or earlier workloads; shared: one guest")
 
 
 def _add_workload_commands(sub: Sub) -> None:
@@ -385,6 +393,7 @@ def _add_workload_commands(sub: Sub) -> None:
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
+    _isolation_arg(wr)
     wr.set_defaults(handler=cmd_workload_run, suite=None)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")

@@ -70,11 +70,20 @@ class GuestError(InfraError):
     """The guest connection was lost or a guest command timed out."""
 
 
+class GuestLost(GuestError):
+    """The guest stopped answering and the crash authority (machine/health.py) found
+    no kernel failure: QEMU exited or was stopped on the host, or SSH was lost."""
+
+
+class GuestOutputError(InfraError):
+    """The guest's output could not be used: malformed, or numbers beyond sane bounds."""
+
+
 class GuestTimeout(GuestError):
     """A guest command did not finish within its deadline (the guest may still be fine)."""
 
 
-class CounterFormatError(InfraError):
+class CounterFormatError(GuestOutputError):
     """The guest's counter output could not be read (a malformed or missing record)."""
 
 

@@ -23,11 +23,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import cache
-
-from orchestrator import proc
-from orchestrator.errors import ImageError, UserError
+from orchestrator import cache, proc
 from orchestrator.data import IMAGES_DIR
+from orchestrator.errors import ImageError, UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,16 @@
 """Kconfig fragments: parse, merge (conflicts are errors), and check survival.
 
 A fragment is a plain `.config` file: `CONFIG_X=value` lines and
-`# CONFIG_X is not set` lines; other `#` lines are comments. After the kernel's
+`# CONFIG_X is not set` lines; other `#` lines are comments. An option line may
+end with a version annotation saying which kernel versions it applies to
+(inclusive, major.minor):
+
+    CONFIG_READ_ONLY_THP_FOR_FS=y  # until: 7.1
+    CONFIG_XFS_FS=y  # since: 7.2
+    # CONFIG_X is not set  # since: 6.6 until: 7.1
+
+For a tree outside the range the option is not requested at all (it may not
+exist there); inside the range it is checked like any other. After the kernel's
 `merge_config.sh` and `olddefconfig`, every option a thpvm fragment asked for
 must be in the final `.config` with the requested value; an option that did not
 survive (an unmet dependency, an unknown symbol, a symbol of another arch)
@@ -12,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import ConfigError, UserError
@@ -21,6 +30,27 @@ log = logging.getLogger(__name__)
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+_ANNOTATION = re.compile(r"\s+#\s*((?:(?:since|until):\s*\d+\.\d+[\s,]*)+)$")
+_BOUND = re.compile(r"(since|until):\s*(\d+)\.(\d+)")
+
+Version = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Applies:
+    """The kernel versions an annotated option applies to (inclusive bounds)."""
+
+    since: Version | None = None
+    until: Version | None = None
+
+    def covers(self, version: Version) -> bool:
+        return ((self.since is None or version >= self.since)
+                and (self.until is None or version <= self.until))
+
+    def describe(self) -> str:
+        parts = [f"{k}: {v[0]}.{v[1]}" for k, v in (("since", self.since),
+                                                    ("until", self.until)) if v]
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -29,6 +59,18 @@ class Fragment:
 
     source: str
     options: dict[str, str]
+    applies: dict[str, Applies] = field(default_factory=dict)
+
+    def for_version(self, version: Version | None) -> Fragment:
+        """The options that apply to a tree of `version` (all of them when unknown)."""
+        if version is None:
+            return Fragment(self.source, dict(self.options))
+        kept = {sym: val for sym, val in self.options.items()
+                if sym not in self.applies or self.applies[sym].covers(version)}
+        for sym in self.options.keys() - kept.keys():
+            log.debug("%s: %s (%s) does not apply to %d.%d", self.source, sym,
+                      self.applies[sym].describe(), *version)
+        return Fragment(self.source, kept)
 
     def text(self) -> str:
         """The fragment as `.config` text (what merge_config.sh reads)."""
@@ -59,24 +101,59 @@ def parse_config_text(text: str, source: str) -> dict[str, str]:
     Accepts `CONFIG_X=value`, `# CONFIG_X is not set`, blank lines and other
     `#` comments; anything else is an error naming `source` and the line.
     """
+    return parse_fragment_text(text, source).options
+
+
+def parse_fragment_text(text: str, source: str) -> Fragment:
+    """Parse fragment text: `.config` lines, each optionally with a version annotation."""
     options: dict[str, str] = {}
+    applies: dict[str, Applies] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
             continue
-        m = _SET.match(line)
-        if m:
-            options[m.group(1)] = m.group(2)
-            continue
-        m = _UNSET.match(line)
-        if m:
-            options[m.group(1)] = "n"
-            continue
-        if line.startswith("#"):
-            continue
-        raise UserError(f"{source}:{lineno}: not a kconfig line: {raw!r} "
-                        "(expected CONFIG_NAME=value or '# CONFIG_NAME is not set')")
-    return options
+        line, bounds = _split_annotation(line, f"{source}:{lineno}")
+        parsed = _option(line)
+        if parsed is None:
+            if line.startswith("#"):
+                continue
+            raise UserError(f"{source}:{lineno}: not a kconfig line: {raw!r} "
+                            "(expected CONFIG_NAME=value or '# CONFIG_NAME is not set', "
+                            "optionally followed by '# since: X.Y' and/or 'until: X.Y')")
+        sym, val = parsed
+        options[sym] = val
+        if bounds is None:
+            applies.pop(sym, None)
+        else:
+            applies[sym] = bounds
+    return Fragment(source, options, applies)
+
+
+def _option(line: str) -> tuple[str, str] | None:
+    """(symbol, value) of a `CONFIG_X=v` or `# CONFIG_X is not set` line, else None."""
+    m = _SET.match(line)
+    if m:
+        if not m.group(2).startswith('"') and re.search(r"\s#", m.group(2)):
+            return None  # a trailing comment that is not a version annotation
+        return m.group(1), m.group(2)
+    m = _UNSET.match(line)
+    return (m.group(1), "n") if m else None
+
+
+def _split_annotation(line: str, where: str) -> tuple[str, Applies | None]:
+    """`CONFIG_X=y  # since: 7.2` → ("CONFIG_X=y", Applies(since=(7, 2)))."""
+    m = _ANNOTATION.search(line)
+    if not m or not (_SET.match(line[:m.start()]) or _UNSET.match(line[:m.start()])):
+        return line, None
+    found: dict[str, Version] = {}
+    for key, major, minor in _BOUND.findall(m.group(1)):
+        if key in found:
+            raise UserError(f"{where}: '{key}:' given twice in {m.group(0).strip()!r}")
+        found[key] = (int(major), int(minor))
+    bounds = Applies(found.get("since"), found.get("until"))
+    if bounds.since and bounds.until and bounds.since > bounds.until:
+        raise UserError(f"{where}: empty version range {bounds.describe()!r}")
+    return line[:m.start()], bounds
 
 
 def load_fragment(path: Path) -> Fragment:
@@ -85,7 +162,7 @@ def load_fragment(path: Path) -> Fragment:
         text = path.read_text()
     except OSError as e:
         raise UserError(f"cannot read kconfig fragment {path}: {e.strerror}") from e
-    return Fragment(str(path), parse_config_text(text, str(path)))
+    return parse_fragment_text(text, str(path))
 
 
 def fragment_from_options(options: list[str], source: str = "--config") -> Fragment:
@@ -168,5 +245,10 @@ def _depends_block(lines: list[str], start: int) -> list[str]:
 
 
 def format_dropped(dropped: list[Dropped]) -> str:
-    """A multi-line list of dropped options for error output."""
-    return "\n".join("  " + d.describe() for d in dropped)
+    """A multi-line list of dropped options for error output (with a note on version
+    annotations when a symbol is unknown to the tree)."""
+    lines = ["  " + d.describe() for d in dropped]
+    if any(d.hint.startswith("unknown symbol") for d in dropped):
+        lines.append("  (an option only some kernel versions have can say so in its fragment: "
+                     "'CONFIG_X=y  # until: X.Y' or '# since: X.Y')")
+    return "\n".join(lines)

@@ -1,8 +1,4 @@
-"""Kernel source trees and out-of-tree builds, cached by content.
-
-Trees: Debian's linux-source-6.12 tarball (the default, extracted once into the
-cache), a user's tree built in place with `O=` (never dirtied), or a git
-revision checked out into a persistent scratch worktree in the cache.
+"""Out-of-tree kernel builds, cached by content (trees come from build/sources.py).
 
 Builds run in a persistent build directory per tree location (so make is
 incremental and a bisect step recompiles only what changed), with ccache;
@@ -12,55 +8,40 @@ identity + the merged config + the compiler version. A key hit skips make.
 
 from __future__ import annotations
 
-import fcntl
+import json
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator import cache
-
+from orchestrator import cache, proc
 from orchestrator.build import kconfig
-
-from orchestrator import proc
-from orchestrator.errors import BuildError, ConfigError, UserError
+from orchestrator.build.git import OWNED_OBJ
+from orchestrator.build.sources import KernelTree, apply_patches, resolve_tree
 from orchestrator.data import KCONFIG_DIR
+from orchestrator.errors import BuildError, ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAGMENTS = ("base.config", "thp.config")
-DEBIAN_PACKAGE = "linux-source-6.12"
 # kernel-provided fragments merged after tinyconfig; not validated (they carry
 # options for other architectures, e.g. S390_GUEST)
 KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 
 BuildProgress = Callable[[str], None]
-OWNED_OBJ = ".thpvm-obj"
 BUILD_TIMEOUT = 3 * 3600.0  # a hung make must not hang a bisect forever
 CONFIG_TIMEOUT = 600.0
 
 
-@dataclass(frozen=True)
-class KernelTree:
-    """A source tree to build and what identifies its content."""
-
-    path: Path
-    kind: str  # "debian-source" | "git" | "plain"
-    identity: str
-    revision: str | None
-    slot: str  # names the persistent build directory
-
-
 @dataclass
 class KernelRequest:
-    """What to build: a tree (None = Debian default), an optional git revision, fragments."""
+    """What to build: a tree (None = debian:6.12), an optional git revision, fragments."""
 
-    tree: Path | None = None
+    tree: Path | str | None = None
     rev: str | None = None
     fragments: list[Path] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
@@ -97,140 +78,6 @@ class KernelArtifacts:
         return str(self.metadata.get("kernel_release", ""))
 
 
-# ---------------------------------------------------------------- trees
-
-def default_tarball() -> Path:
-    """The Debian linux-source tarball (THPVM_LINUX_SOURCE overrides)."""
-    env = os.environ.get("THPVM_LINUX_SOURCE")
-    return Path(env) if env else Path(f"/usr/src/{DEBIAN_PACKAGE}.tar.xz")
-
-
-def default_tree() -> Path:
-    """Extract the Debian linux-source tarball into the cache once; return the tree."""
-    tarball = default_tarball()
-    if not tarball.is_file():
-        raise UserError(f"default kernel source {tarball} not found: run 'make setup' "
-                        f"(installs {DEBIAN_PACKAGE}) or pass --tree PATH")
-    st = tarball.stat()
-    tag = cache.digest(str(tarball), str(st.st_size), str(st.st_mtime_ns), length=10)
-    dest = cache.cache_dir("trees") / f"{tarball.name.split('.tar')[0]}-{tag}"
-    if (dest / ".thpvm-complete").exists():
-        return _single_subdir(dest)
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    log.info("extracting %s into %s", tarball, dest)
-    proc.run(["tar", "-xf", tarball, "-C", tmp], error=BuildError)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    (dest / ".thpvm-complete").write_text(f"{tarball}\n")
-    return _single_subdir(dest)
-
-
-def _single_subdir(path: Path) -> Path:
-    subdirs = [p for p in path.iterdir() if p.is_dir()]
-    return subdirs[0] if len(subdirs) == 1 else path
-
-
-def resolve_tree(tree: Path | None, rev: str | None) -> KernelTree:
-    """Turn --tree/--rev into a KernelTree (a checked-out scratch worktree for --rev)."""
-    if tree is None:
-        if rev:
-            raise UserError("--rev needs --tree (the default Debian source is not a git tree)")
-        path = default_tree()
-        return KernelTree(path, "debian-source", f"debian:{path.parent.name}", None,
-                          f"debian-{path.parent.name}")
-    path = tree.expanduser().resolve()
-    if not (path / "Makefile").is_file() or not (path / "mm" / "khugepaged.c").is_file():
-        raise UserError(f"--tree {tree}: not a Linux kernel source tree "
-                        "(no Makefile or mm/khugepaged.c)")
-    is_git = (path / ".git").exists()
-    if not rev and ((path / ".config").exists() or (path / "include/config").is_dir()):
-        raise UserError(f"--tree {tree} has an in-tree build (.config), so an out-of-tree "
-                        "build is impossible without dirtying it; use --rev HEAD (builds "
-                        "a scratch worktree) or run 'make mrproper' there")
-    if rev:
-        if not is_git:
-            raise UserError(f"--rev {rev}: {tree} is not a git tree")
-        return checkout_revision(path, rev)
-    if is_git:
-        head = _git(path, "rev-parse", "HEAD").strip()
-        dirty = _git(path, "status", "--porcelain", "--untracked-files=no")
-        diff = _git(path, "diff", "HEAD") if dirty else ""
-        ident = f"git:{head}:{cache.digest(diff)}" if diff else f"git:{head}"
-        return KernelTree(path, "git", ident, head + ("-dirty" if diff else ""),
-                          "tree-" + cache.digest(str(path)))
-    return KernelTree(path, "plain", f"plain:{_stat_digest(path)}", None,
-                      "tree-" + cache.digest(str(path)))
-
-
-def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
-    """A hard-linked copy of `base` in the cache with `patches` applied (`patch -p1`).
-
-    `patch` replaces the files it changes, so the base tree is never modified.
-    A patch that does not apply is a UserError naming the patch and its hunks.
-    """
-    texts = []
-    for p in patches:
-        try:
-            texts.append(p.read_bytes())
-        except OSError as e:
-            raise UserError(f"--patch {p}: {e.strerror}") from e
-    ident = f"{base.identity}+patches:{cache.digest(*texts)}"
-    dest = cache.cache_root() / "trees" / f"patched-{cache.digest(ident)}"
-    tree = dest / base.path.name
-    if not (dest / ".thpvm-complete").exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        proc.run(["cp", "-al", base.path, tree], error=BuildError)
-        shutil.rmtree(tree / OWNED_OBJ, ignore_errors=True)
-        for p in patches:
-            res = proc.run(["patch", "-p1", "-N", "-s", "-d", tree, "-i", p.resolve()],
-                           check=False, error=BuildError)
-            if res.returncode != 0:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise UserError(f"--patch {p} does not apply to {base.path}",
-                                res.output.strip()[-2000:])
-        (dest / ".thpvm-complete").write_text("\n".join(map(str, patches)) + "\n")
-    return KernelTree(tree, base.kind, ident, base.revision, dest.name)
-
-
-def checkout_revision(repo: Path, rev: str) -> KernelTree:
-    """Check `rev` out into the repo's persistent scratch worktree in the cache.
-
-    The user's checkout, HEAD and index are untouched; only git's worktree
-    metadata in the repo records the scratch worktree.
-    """
-    try:
-        commit = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
-    except BuildError as e:
-        raise UserError(f"--rev {rev}: not a commit in {repo}") from e
-    slot = "wt-" + cache.digest(str(repo))
-    wt = cache.cache_root() / "worktrees" / slot
-    if not (wt / ".git").exists():
-        wt.parent.mkdir(parents=True, exist_ok=True)
-        _git(repo, "worktree", "prune")
-        _git(repo, "worktree", "add", "--detach", "--force", str(wt), commit)
-    else:
-        _git(wt, "checkout", "--detach", "--force", commit)
-        _git(wt, "clean", "-fdxq", "-e", f"/{OWNED_OBJ}")
-    return KernelTree(wt, "git", f"git:{commit}", commit, slot)
-
-
-def _git(repo: Path, *args: str) -> str:
-    return proc.run(["git", "-C", repo, *args], error=BuildError).output
-
-
-def _stat_digest(path: Path) -> str:
-    items: list[str] = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            st = os.lstat(os.path.join(root, name))
-            items.append(f"{root}/{name}:{st.st_size}:{st.st_mtime_ns}")
-    return cache.digest("\n".join(items))
-
-
 # ---------------------------------------------------------------- config
 
 def default_fragment_paths() -> list[Path]:
@@ -252,12 +99,13 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
 
     Runs in `workdir` (its own O= dir, so the real build dir is only touched when
     the result differs) and returns the final `.config` text after checking that
-    every requested option survived.
+    every requested option survived. Options annotated for other kernel
+    versions than the tree's are left out before merging.
     """
+    fragments = [f.for_version(tree.version) for f in fragments]
     requested = kconfig.merge_fragments(fragments)
     workdir.mkdir(parents=True, exist_ok=True)
-    key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))
-    memo = workdir / f"final-{key}.config"
+    memo = _config_memo(tree, fragments, workdir)
     if memo.exists():  # same tree and fragments: olddefconfig would give the same result
         return memo.read_text()
     merged = workdir / "thpvm-fragments.config"
@@ -295,7 +143,10 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
     if req.patches:
         tree = apply_patches(tree, req.patches)
     slot_dir = cache.cache_dir("build", tree.slot)
-    with _locked(slot_dir / "lock"):
+    hit = _cache_hit_without_lock(tree, fragments, slot_dir)
+    if hit is not None:
+        return hit
+    with cache.locked(slot_dir / "lock"):
         log_path = slot_dir / "config.log"
         log_path.write_text("")
         config_text = make_config(tree, fragments, slot_dir / "config", log_path)
@@ -308,14 +159,30 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
         return _build(tree, config_text, key, gcc, slot_dir, req.jobs, progress)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _config_memo(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Path) -> Path:
+    """Where make_config keeps the final .config of (tree, compiler, fragments)."""
+    key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))
+    return workdir / f"final-{key}.config"
+
+
+def _cache_hit_without_lock(tree: KernelTree, fragments: list[kconfig.Fragment],
+                            slot_dir: Path) -> KernelArtifacts | None:
+    """A cached kernel needs no slot lock: the remembered final .config names its
+    key, and a finished build's directory appears by an atomic rename. So a run
+    whose kernel is cached does not wait behind another configuration of the same
+    tree being built (on a shared host that build can take half an hour)."""
+    applicable = [f.for_version(tree.version) for f in fragments]  # as make_config keys it
+    memo = _config_memo(tree, applicable, slot_dir / "config")
+    try:
+        config_text = memo.read_text()
+    except OSError:
+        return None
+    key = cache.digest(tree.identity, config_text, compiler_version())
+    art_dir = cache.cache_root() / "kernels" / key
+    if not (art_dir / "metadata.json").exists():
+        return None
+    log.info("kernel cache hit (no lock needed): %s", art_dir)
+    return _load_artifacts(key, art_dir, tree)
 
 
 def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
@@ -443,7 +310,6 @@ def ccache_stats() -> dict[str, str]:
 
 
 def _load_artifacts(key: str, art_dir: Path, tree: KernelTree) -> KernelArtifacts:
-    import json
 
     meta = json.loads((art_dir / "metadata.json").read_text())
     return KernelArtifacts(key, art_dir, tree, True, 0.0, meta)

@@ -25,7 +25,7 @@ from orchestrator.build import git as gitrepo
 from orchestrator.cache import new_run_dir, write_json
 from orchestrator.errors import EXIT_ABORT, EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_USER_ERROR, UserError
 from orchestrator.jobs import bisect_step, trials
-from orchestrator.jobs.vmtest import VmTestRequest
+from orchestrator.jobs.vmtest import VmTestRequest, check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def check_request(req: BisectRequest) -> None:
     for frag in req.test.kernel.fragments:
         if not frag.is_file():
             raise UserError(f"kconfig fragment not found: {frag}")
+    check_inputs(req.test)  # before the first build
 
 
 def run_bisect(req: BisectRequest, step_prefix: list[str] | None = None) -> BisectOutcome:

@@ -35,7 +35,7 @@ from orchestrator.build import git as gitrepo
 from orchestrator.cache import new_run_dir, write_json
 from orchestrator.errors import EXIT_FOR_VALIDATE, UserError
 from orchestrator.jobs import trials
-from orchestrator.jobs.vmtest import VmTestRequest
+from orchestrator.jobs.vmtest import VmTestRequest, check_inputs
 from orchestrator.judge import ab as vc
 from orchestrator.judge import rundiff
 
@@ -98,6 +98,7 @@ def check_request(req: ValidateRequest) -> None:
     for path in [*req.patches, *req.test.kernel.fragments]:
         if not path.is_file():
             raise UserError(f"file not found: {path}")
+    check_inputs(req.test)  # before the first build
 
 
 def run_validate(req: ValidateRequest, tester: trials.Tester | None = None) -> ValidateOutcome:

@@ -2,13 +2,14 @@
 
 QEMU is a child thpvm owns: started through `proc.spawn` in its own process
 group, watched by a `ConsoleMonitor`, stopped over QMP and then killed (group)
-in `finally`, including on SIGINT/SIGTERM (see `signals.py`), and killed by the
-kernel if thpvm dies (PDEATHSIG, see `proc`); a lease lets the next run reap
-what a dead thpvm left (see `leftovers`). SSH is forwarded from 127.0.0.1 only,
-on a port QEMU binds itself (`hostfwd=...:0`) and thpvm reads back over QMP, so
-no other process can take the port between its choice and its use. The guest's
-SSH host key is not in the base image: it comes per boot on a small read-only
-disk (serial `thpvm-keys`) that the image's init unpacks.
+in `finally`, including on SIGINT/SIGTERM (cli.py turns SIGTERM into
+KeyboardInterrupt), and killed by the kernel if thpvm dies (PDEATHSIG, see
+`proc`); a lease lets the next run reap what a dead thpvm left (see
+`leftovers`). SSH is forwarded from 127.0.0.1 only, on a port QEMU binds itself
+(`hostfwd=...:0`) and thpvm reads back over QMP, so no other process can take
+the port between its choice and its use. The guest's SSH host key is not in the
+base image: it comes per boot on a small read-only disk (serial `thpvm-keys`)
+that the image's init unpacks.
 """
 
 from __future__ import annotations
@@ -310,14 +311,6 @@ class Vm:
     def alive(self) -> bool:
         """QEMU still running."""
         return self.popen is not None and self.popen.poll() is None
-
-    def crash(self) -> ConsoleEvent | None:
-        """The first severe console event so far, or an `exited` event if QEMU is gone."""
-        ev = self.console.severe() if self.console else None
-        if ev is None and self.popen is not None and self.popen.poll() is not None:
-            ev = ConsoleEvent("exited", time.monotonic() - self.started_at,
-                              [f"QEMU exited with status {self.popen.returncode}"])
-        return ev
 
     def qmp(self, command: str, timeout: float = 5.0,
             arguments: dict[str, object] | None = None) -> dict[str, object]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from orchestrator.cache import write_json
-from orchestrator.errors import InfraError, ResultSchemaError, UserError
+from orchestrator.data import RESULT_SCHEMA
+from orchestrator.errors import ResultSchemaError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,13 @@ _MAX_SHOWN = 10
 @cache
 def load_schema() -> dict[str, Any]:
     """The result schema, read from the package."""
-    text = resources.files(__package__).joinpath("schema/result.schema.json").read_text()
+    text = RESULT_SCHEMA.read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
 def schema_problems(result: object) -> list[str]:
     """Every schema violation of `result` as 'json/path: message' (empty if valid)."""
-    try:
-        import jsonschema
-    except ImportError as e:  # a runtime dependency: see pyproject
-        raise InfraError("python package jsonschema is missing (pip install jsonschema)") from e
     validator = jsonschema.Draft202012Validator(load_schema())
     problems = []
     for err in sorted(validator.iter_errors(result), key=lambda e: list(map(str, e.path))):

@@ -27,6 +27,7 @@ and series rows share one clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -53,6 +54,12 @@ VMSTAT_PATTERN = ("^(thp_|compact_|pswp|nr_anon_transparent_hugepages |nr_shmem_
 KHUGEPAGED_COUNTERS = ("pages_collapsed", "full_scans")
 # sysfs files a time-series sample reads (paths under THP_SYSFS).
 SERIES_SYSFS = ("khugepaged/full_scans", "khugepaged/pages_collapsed")
+# per-size statistics a time-series sample reads, for every hugepages-<N>kB/ the guest
+# kernel has (6.10+; 7.2 counts collapses and their failures per order here, while the
+# vmstat thp_collapse_alloc* and thp_scan_exceed_* count the PMD order only)
+SERIES_MTHP_STATS = ("anon_fault_alloc", "collapse_alloc", "collapse_alloc_failed",
+                     "collapse_exceed_none_pte", "collapse_exceed_swap_pte",
+                     "collapse_exceed_shared_pte", "nr_anon")
 SERIES_PATH = "/tmp/thpvm-series"
 COUNTERS_FORMAT = "thpvm-counters/1"
 
@@ -65,6 +72,7 @@ _VMSTAT_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_]+) (?P<value>-?\d+)$")
 _SYSFS_KEY = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)*$")
 _SELECTED = re.compile(r"\[([^\[\]\s]+)\]")
 _INT = re.compile(r"^-?\d+$")
+_MTHP_KEY = re.compile(r"^hugepages-(?P<kb>\d+)kB/stats/(?P<stat>[A-Za-z0-9_]+)$")
 
 
 @dataclass
@@ -278,6 +286,31 @@ def delta(before: Snapshot | Mapping[str, int], after: Snapshot | Mapping[str, i
     return {name: new[name] - old[name] for name in sorted(new) if name in old}
 
 
+def per_size(counters: Mapping[str, int]) -> dict[int, dict[str, int]]:
+    """The per-size statistics of a counter map (snapshot or delta), by size in kB:
+    ``{"hugepages-64kB/stats/collapse_alloc": 3}`` -> ``{64: {"collapse_alloc": 3}}``."""
+    sizes: dict[int, dict[str, int]] = {}
+    for name, value in counters.items():
+        m = _MTHP_KEY.match(name)
+        if m:
+            sizes.setdefault(int(m["kb"]), {})[m["stat"]] = value
+    return dict(sorted(sizes.items()))
+
+
+def size_order(size_kb: int, page_kb: int = 4) -> int:
+    """The folio order of a ``hugepages-<N>kB`` size (64 kB of 4 kB pages: order 4)."""
+    pages = size_kb // page_kb
+    if pages < 1 or pages & (pages - 1) or size_kb % page_kb:
+        raise ValueError(f"{size_kb} kB is not a power-of-two number of {page_kb} kB pages")
+    return pages.bit_length() - 1
+
+
+def mthp_summary(delta_map: Mapping[str, int], page_kb: int = 4) -> dict[str, dict[str, Any]]:
+    """result.json's ``counters.mthp``: per size, its order and its statistics' deltas."""
+    return {f"hugepages-{kb}kB": {"order": size_order(kb, page_kb), "delta": stats}
+            for kb, stats in per_size(delta_map).items()}
+
+
 def series_values(rows: Sequence[Snapshot], name: str) -> list[tuple[float, int]]:
     """(taken_at, value) of one counter over a series, rows lacking it skipped."""
     return [(row.taken_at, row.counters()[name]) for row in rows if name in row.counters()]
@@ -294,10 +327,18 @@ _AWK = (
 )
 
 
-def _awk(files: Sequence[str], tail: bool) -> str:
+def _awk(files: Sequence[str], tail: bool, more: str = "") -> str:
     args = " ".join(shlex.quote(f) for f in ["/proc/uptime", "/proc/vmstat", *files])
     return (f"awk -v re={shlex.quote(VMSTAT_PATTERN)} -v tail={int(tail)} "
-            f"{shlex.quote(_AWK)} {args}")
+            f"{shlex.quote(_AWK)} {args}{' ' + more if more else ''}")
+
+
+def mthp_files_command(stats: Sequence[str] = SERIES_MTHP_STATS, var: str = "F") -> str:
+    """Shell (builtins only) setting $`var` to the guest's existing per-size stat files
+    named in `stats` (empty on kernels without hugepages-<N>kB/: 6.1)."""
+    names = "|".join(stats) if stats else "thpvm-none"
+    return (f"{var}=; for f in {THP_SYSFS}/hugepages-*/stats/*; do case ${{f##*/}} in "
+            f"{names}) {var}=\"${var} $f\";; esac; done")
 
 
 def snapshot_command() -> str:
@@ -308,9 +349,10 @@ def snapshot_command() -> str:
     return f"{_awk([], tail=False)}; {dump}; echo '{MARK_END}'"
 
 
-def sample_command(sysfs_files: Sequence[str] = SERIES_SYSFS) -> str:
-    """One time-series sample (a record) with a few sysfs counters, in one awk process."""
-    return _awk([f"{THP_SYSFS}/{f}" for f in sysfs_files], tail=True)
+def sample_command(sysfs_files: Sequence[str] = SERIES_SYSFS, more: str = "") -> str:
+    """One time-series sample (a record) with a few sysfs counters, in one awk process;
+    `more` is appended unquoted (e.g. ``$F`` from `mthp_files_command`)."""
+    return _awk([f"{THP_SYSFS}/{f}" for f in sysfs_files], tail=True, more=more)
 
 
 @dataclass(frozen=True)
@@ -331,17 +373,20 @@ class Sampler:
 
 
 def sampler_start_command(path: str = SERIES_PATH, interval: float = 0.25,
-                          sysfs_files: Sequence[str] = SERIES_SYSFS) -> str:
+                          sysfs_files: Sequence[str] = SERIES_SYSFS,
+                          mthp_stats: Sequence[str] = SERIES_MTHP_STATS) -> str:
     """Start the loop detached (setsid when available, no terminal, output to `path`),
     wait until it has written ``<path>.pid`` (it is then in its own session and survives
     the end of this command) and print that pid. The loop samples, sleeps, and ends when
-    ``<path>.stop`` exists, removing ``<path>.pid`` as it goes."""
+    ``<path>.stop`` exists, removing ``<path>.pid`` as it goes. The per-size stat files
+    are listed once, before the loop (the sizes a kernel has do not change)."""
     if not interval > 0 or not math.isfinite(interval):
         raise ValueError(f"sampling interval must be positive, got {interval!r}")
     q = shlex.quote
     pid_path = q(path + ".pid")
-    loop = (f"echo $$ > {pid_path}; while [ ! -e {q(path + '.stop')} ]; do "
-            f"{sample_command(sysfs_files)}; sleep {interval:g}; done; rm -f {pid_path}")
+    loop = (f"{mthp_files_command(mthp_stats)}; "
+            f"echo $$ > {pid_path}; while [ ! -e {q(path + '.stop')} ]; do "
+            f"{sample_command(sysfs_files, '$F')}; sleep {interval:g}; done; rm -f {pid_path}")
     return (f"rm -f {q(path)} {q(path + '.stop')} {pid_path}; "
             "if command -v setsid >/dev/null 2>&1; then S=setsid; else S=; fi; "
             f"$S sh -c {q(loop)} > {q(path)} 2>/dev/null < /dev/null & "
@@ -375,9 +420,11 @@ def snapshot(shell: GuestShell, timeout: float = 60.0) -> Snapshot:
 
 
 def start_sampler(shell: GuestShell, path: str = SERIES_PATH, interval: float = 0.25,
-                  sysfs_files: Sequence[str] = SERIES_SYSFS) -> Sampler:
+                  sysfs_files: Sequence[str] = SERIES_SYSFS,
+                  mthp_stats: Sequence[str] = SERIES_MTHP_STATS) -> Sampler:
     """Start the guest-side sampling loop; stop it with `stop_sampler`."""
-    result = shell.run(sampler_start_command(path, interval, sysfs_files), timeout=30.0)
+    result = shell.run(sampler_start_command(path, interval, sysfs_files, mthp_stats),
+                       timeout=30.0)
     pid = result.stdout.strip().split()[-1:] if result.stdout.strip() else []
     if result.exit_code != 0 or not pid or not pid[0].isdigit():
         raise CounterFormatError("could not start the counter sampler in the guest",
@@ -417,7 +464,6 @@ def write_counters_json(path: Path, snapshots: Mapping[str, Snapshot],
 def load_counters_json(path: Path) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]],
                                             dict[str, list[Snapshot]]]:
     """Read counters.json back: (snapshots, deltas, series)."""
-    import json
 
     data = json.loads(path.read_text())
     if data.get("format") != COUNTERS_FORMAT:

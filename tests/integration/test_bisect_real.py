@@ -80,7 +80,7 @@ def append(path: Path, text: str) -> None:
 
 def make_history(src: Path, repo: Path) -> None:
     """Copy the Debian tree and commit G H1 S F B H2 on branch main."""
-    from orchestrator.build.kernel import OWNED_OBJ
+    from orchestrator.build.git import OWNED_OBJ
 
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))
@@ -121,12 +121,12 @@ def make_comment_patch(repo: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def history() -> History:
-    from orchestrator.build import kernel
+    from orchestrator.build import sources
 
     assert BREAK_PATCH.is_file(), f"missing {BREAK_PATCH}"
     repo = cache_dir("test-repos") / "bisect-history-6.12"
     if not history_ok(repo):
-        make_history(kernel.default_tree(), repo)
+        make_history(sources.resolve_tree(None, None).path, repo)
     git(repo, "checkout", "-q", "-f", "main")
     git(repo, "clean", "-q", "-f", "-d")
     shas = git(repo, "log", "--format=%H", "--reverse", "main").splitlines()

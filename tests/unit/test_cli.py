@@ -216,7 +216,8 @@ def error_classes() -> list[type[ThpvmError]]:
 
 EXPECTED = {"ThpvmError": 128, "UserError": 2, "ConfigError": 2, "InfraError": 125,
             "BuildError": 125, "ImageError": 125, "BootError": 125, "GuestError": 125,
-            "GuestTimeout": 125, "CounterFormatError": 125, "ResultSchemaError": 128}
+            "GuestTimeout": 125, "GuestLost": 125, "GuestOutputError": 125,
+            "CounterFormatError": 125, "ResultSchemaError": 128}
 
 
 def test_every_error_class_has_a_known_code() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -423,3 +424,49 @@ def test_any_cut_of_a_series_yields_its_complete_prefix(n: int, data: st.DataObj
     full = c.parse_series(text)
     assert rows == full[: len(rows)]
     assert len(rows) >= text[:cut].count(c.MARK_END + "\n")
+
+
+# ------------------------------------------------------------ per-size (mTHP) statistics
+
+def test_per_size_and_orders() -> None:
+    delta = {"thp_collapse_alloc": 1, "hugepages-2048kB/stats/collapse_alloc": 1,
+             "hugepages-64kB/stats/collapse_alloc": 3,
+             "hugepages-64kB/stats/collapse_exceed_none_pte": 2,
+             "hugepages-16kB/enabled": 9}  # not a stat: ignored
+    assert c.per_size(delta) == {64: {"collapse_alloc": 3, "collapse_exceed_none_pte": 2},
+                                 2048: {"collapse_alloc": 1}}
+    assert [c.size_order(kb) for kb in (16, 64, 2048)] == [2, 4, 9]
+    assert c.mthp_summary(delta)["hugepages-64kB"] == {
+        "order": 4, "delta": {"collapse_alloc": 3, "collapse_exceed_none_pte": 2}}
+    for bad in (0, 12, 6):
+        with pytest.raises(ValueError):
+            c.size_order(bad)
+
+
+def test_mthp_stats_are_counters_with_deltas() -> None:
+    sysfs = "khugepaged/full_scans=1\nhugepages-64kB/stats/collapse_alloc={}\n"
+    before = c.parse_snapshot(record(1.0, sysfs=sysfs.format(2)))
+    after = c.parse_snapshot(record(2.0, sysfs=sysfs.format(5)))
+    assert before.mthp_stats == {"hugepages-64kB/stats/collapse_alloc": 2}
+    assert c.delta(before, after)["hugepages-64kB/stats/collapse_alloc"] == 3
+
+
+def test_sampler_lists_the_size_stat_files_once() -> None:
+    cmd = c.sampler_start_command("/tmp/s", 0.25, mthp_stats=("collapse_alloc",))
+    assert cmd.count("hugepages-*/stats/*") == 1 and "collapse_alloc)" in cmd
+    assert "$F" in cmd  # the sample reads them
+
+
+@needs_host_thp
+@pytest.mark.skipif(not glob.glob(c.THP_SYSFS + "/hugepages-*kB/stats/collapse_alloc"),
+                    reason="host kernel has no per-size collapse statistics")
+def test_sampler_series_has_per_size_stats_on_a_real_kernel(tmp_path: Path) -> None:
+    shell = LocalShell()
+    sampler = c.start_sampler(shell, path=str(tmp_path / "series"), interval=0.05)
+    time.sleep(0.3)
+    rows = c.stop_sampler(shell, sampler)
+    sizes = c.per_size(rows[0].mthp_stats)
+    assert 2048 in sizes and set(sizes[2048]) <= set(c.SERIES_MTHP_STATS)
+    assert "collapse_alloc" in sizes[2048]
+    snap = c.snapshot(shell)
+    assert "split" in c.per_size(snap.mthp_stats)[2048]  # a snapshot keeps every stat

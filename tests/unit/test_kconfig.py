@@ -274,7 +274,8 @@ def test_dropped_option_hints_from_kconfig_tree(kconfig_tree: Path) -> None:
     assert text.splitlines()[0] == ("  CONFIG_READ_ONLY_THP_FOR_FS=y (from kconfigs/thp.config)"
                                     " ended up n [unmet dependency? depends on "
                                     "TRANSPARENT_HUGEPAGE && SHMEM]")
-    assert len(text.splitlines()) == 5
+    assert len(text.splitlines()) == 6  # five options and the note on version annotations
+    assert "'CONFIG_X=y  # until: X.Y'" in text.splitlines()[-1]
 
 
 def test_menuconfig_symbol_hint(kconfig_tree: Path) -> None:
@@ -306,3 +307,55 @@ def test_dependency_hint_names_enclosing_if_blocks(tmp_path) -> None:
     hint = kconfig.dependency_hint(tmp_path, "CONFIG_LKDTM")
     assert "depends on DEBUG_FS" in hint and "inside 'if RUNTIME_TESTING_MENU'" in hint
     assert "inside" not in kconfig.dependency_hint(tmp_path, "CONFIG_OTHER")
+
+
+# ---------------------------------------------------------------- version annotations
+
+def test_version_annotations_parse_and_filter() -> None:
+    frag = kconfig.parse_fragment_text(
+        "CONFIG_OLD=y  # until: 7.1\n# CONFIG_MID is not set # since: 6.6 until: 7.1\n"
+        "CONFIG_NEW=m\t# since: 7.2\nCONFIG_ALL=y\n", "f")
+    assert frag.options == {"CONFIG_OLD": "y", "CONFIG_MID": "n", "CONFIG_NEW": "m",
+                            "CONFIG_ALL": "y"}
+    assert frag.applies["CONFIG_MID"] == kconfig.Applies((6, 6), (7, 1))
+    assert frag.for_version((7, 2)).options == {"CONFIG_NEW": "m", "CONFIG_ALL": "y"}
+    assert frag.for_version((7, 1)).options == {"CONFIG_OLD": "y", "CONFIG_MID": "n",
+                                                "CONFIG_ALL": "y"}
+    assert frag.for_version((6, 1)).options == {"CONFIG_OLD": "y", "CONFIG_ALL": "y"}
+    assert frag.for_version(None).options == frag.options  # unknown version: everything
+
+
+def test_a_later_unannotated_line_clears_the_annotation() -> None:
+    frag = kconfig.parse_fragment_text("CONFIG_A=y # until: 7.1\nCONFIG_A=y\n", "f")
+    assert frag.for_version((7, 2)).options == {"CONFIG_A": "y"}
+
+
+@pytest.mark.parametrize("bad", ["CONFIG_A=y # since 7.2", "CONFIG_A=y # until: 7",
+                                 "CONFIG_A=y # since: 7.2 since: 7.3",
+                                 "CONFIG_A=y # since: 7.2 until: 7.1"])
+def test_malformed_annotations_are_errors(bad: str) -> None:
+    with pytest.raises(UserError, match=r"^f:1: "):
+        kconfig.parse_fragment_text(bad + "\n", "f")
+
+
+def test_quoted_values_may_contain_hashes() -> None:
+    assert kconfig.parse_config_text('CONFIG_S="a # b"\n', "f") == {"CONFIG_S": '"a # b"'}
+
+
+def test_shipped_thp_fragment_knows_versions() -> None:
+    thp = kconfig.load_fragment(REPO / "kconfigs" / "thp.config")
+    on_72 = thp.for_version((7, 2)).options
+    on_612 = thp.for_version((6, 12)).options
+    assert "CONFIG_READ_ONLY_THP_FOR_FS" not in on_72  # removed in 7.2
+    assert on_612["CONFIG_READ_ONLY_THP_FOR_FS"] == "y"
+    assert on_72["CONFIG_XFS_FS"] == "y" and on_72["CONFIG_BLK_DEV_LOOP"] == "y"
+    assert "CONFIG_XFS_FS" not in on_612  # 6.12 builds (and cache keys) stay as they were
+
+
+def test_out_of_range_option_does_not_conflict_with_a_command_line_value() -> None:
+    thp = kconfig.load_fragment(REPO / "kconfigs" / "thp.config")
+    cli = kconfig.fragment_from_options(["CONFIG_READ_ONLY_THP_FOR_FS=n"])
+    merged = kconfig.merge_fragments([thp.for_version((7, 2)), cli.for_version((7, 2))])
+    assert merged["CONFIG_READ_ONLY_THP_FOR_FS"] == ("n", "--config")
+    with pytest.raises(ConfigError, match="conflict"):
+        kconfig.merge_fragments([thp.for_version((6, 12)), cli.for_version((6, 12))])

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build import kernel
+from orchestrator.build import kernel, sources
+from orchestrator.build.git import OWNED_OBJ
 from orchestrator.errors import BuildError, ConfigError, UserError
 
 FAKE_TREE = Path(__file__).resolve().parent.parent / "fakes" / "kernel-tree"
@@ -108,7 +109,7 @@ def test_build_produces_artifacts_and_metadata(fake: Path, tmp_path: Path) -> No
                                "headers"]
     # a user's tree is never written: objects live in the cache
     assert snapshot(fake) == before
-    assert not (fake / ".config").exists() and not (fake / kernel.OWNED_OBJ).exists()
+    assert not (fake / ".config").exists() and not (fake / OWNED_OBJ).exists()
     assert list((tmp_path / "cache" / "build").glob("tree-*/obj/arch/x86/boot/bzImage"))
 
 
@@ -123,6 +124,20 @@ def test_second_build_is_a_cache_hit_without_make_bzimage(fake: Path, tmp_path: 
     made = calls(tmp_path)
     assert "bzImage" not in made and "headers" not in made
     assert made == []  # the merged config is memoised per tree + fragments
+
+
+def test_cache_hit_does_not_wait_for_the_slot_lock(fake: Path, tmp_path: Path) -> None:
+    """Another configuration of the same tree being built holds the slot lock; a
+    kernel that is already cached is returned without waiting for it."""
+    import fcntl
+
+    first = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    locks = list((tmp_path / "cache" / "build").glob("*/lock"))
+    assert len(locks) == 1
+    with open(locks[0], "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another build" holds it
+        second = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    assert second.cached and second.key == first.key
 
 
 def test_config_change_misses_the_cache(fake: Path, tmp_path: Path) -> None:
@@ -251,28 +266,28 @@ def test_missing_fragment_names_the_file(fake: Path, tmp_path: Path) -> None:
 def test_not_a_kernel_tree(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a Linux kernel source tree"):
-        kernel.resolve_tree(tmp_path / "empty", None)
+        sources.resolve_tree(tmp_path / "empty", None)
 
 
 def test_rev_needs_a_tree_and_a_git_tree(fake: Path) -> None:
-    with pytest.raises(UserError, match="--rev needs --tree"):
-        kernel.resolve_tree(None, "HEAD")
+    with pytest.raises(UserError, match="--rev needs a git --tree"):
+        sources.resolve_tree(None, "HEAD")
     with pytest.raises(UserError, match="not a git tree"):
-        kernel.resolve_tree(fake, "HEAD")
+        sources.resolve_tree(fake, "HEAD")
 
 
 def test_default_tree_missing_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THPVM_LINUX_SOURCE", str(tmp_path / "nope.tar.xz"))
     with pytest.raises(UserError, match="nope.tar.xz not found"):
-        kernel.resolve_tree(None, None)
+        sources.resolve_tree(None, None)
 
 
 def test_plain_tree_identity_follows_content(fake: Path) -> None:
-    a = kernel.resolve_tree(fake, None)
-    assert a.kind == "plain" and a.identity == kernel.resolve_tree(fake, None).identity
+    a = sources.resolve_tree(fake, None)
+    assert a.kind == "plain" and a.identity == sources.resolve_tree(fake, None).identity
     (fake / "mm" / "new.c").write_text("int x;\n")
-    assert kernel.resolve_tree(fake, None).identity != a.identity
-    assert kernel.resolve_tree(fake, None).slot == a.slot  # same build directory
+    assert sources.resolve_tree(fake, None).identity != a.identity
+    assert sources.resolve_tree(fake, None).slot == a.slot  # same build directory
 
 
 def test_first_errors_picks_error_lines_with_context(tmp_path: Path) -> None:
@@ -309,7 +324,7 @@ def test_rev_checks_out_into_the_cache_leaving_the_checkout_alone(
     status = git(path, "status", "--porcelain")
     files = snapshot(path)
 
-    tree = kernel.resolve_tree(path, "HEAD~1")
+    tree = sources.resolve_tree(path, "HEAD~1")
     assert tree.kind == "git" and tree.revision == first and tree.identity == f"git:{first}"
     assert tree.path.is_relative_to(tmp_path / "cache" / "worktrees")
     assert "v2" not in (tree.path / "mm/khugepaged.c").read_text()
@@ -318,7 +333,7 @@ def test_rev_checks_out_into_the_cache_leaving_the_checkout_alone(
 
     # the same slot is reused for another revision, and cleaned
     (tree.path / "stray.o").write_text("x")
-    again = kernel.resolve_tree(path, second)
+    again = sources.resolve_tree(path, second)
     assert again.path == tree.path and again.revision == second
     assert "v2" in (again.path / "mm/khugepaged.c").read_text()
     assert not (again.path / "stray.o").exists()
@@ -334,16 +349,16 @@ def test_rev_checks_out_into_the_cache_leaving_the_checkout_alone(
 def test_bad_rev_is_a_user_error(repo: tuple[Path, list[str]]) -> None:
     path, _ = repo
     with pytest.raises(UserError, match="--rev no-such-rev: not a commit"):
-        kernel.resolve_tree(path, "no-such-rev")
+        sources.resolve_tree(path, "no-such-rev")
 
 
 def test_dirty_git_tree_identity(repo: tuple[Path, list[str]]) -> None:
     path, (_, second) = repo
-    dirty = kernel.resolve_tree(path, None)
+    dirty = sources.resolve_tree(path, None)
     assert dirty.kind == "git" and dirty.revision == f"{second}-dirty"
     assert dirty.identity.startswith(f"git:{second}:")
     git(path, "checkout", "-q", "--", "mm/khugepaged.c")
-    clean = kernel.resolve_tree(path, None)
+    clean = sources.resolve_tree(path, None)
     # an untracked file does not make the tree dirty
     assert clean.revision == second and clean.identity == f"git:{second}"
 
@@ -355,7 +370,7 @@ def test_build_of_a_rev_records_the_revision(repo: tuple[Path, list[str]],
     art = kernel.build_kernel(kernel.KernelRequest(tree=path, rev=first, jobs=1))
     assert art.metadata["revision"] == first and art.metadata["tree_kind"] == "git"
     # an owned (cache) tree builds in <tree>/.thpvm-obj
-    assert (art.tree.path / kernel.OWNED_OBJ / "arch/x86/boot/bzImage").is_file()
+    assert (art.tree.path / OWNED_OBJ / "arch/x86/boot/bzImage").is_file()
     assert snapshot(path) == files
     assert git(path, "status", "--porcelain") == status
 
@@ -390,34 +405,34 @@ BAD_PATCH = """\
 def test_apply_good_patch_leaves_base_untouched(fake: Path, tmp_path: Path) -> None:
     patch = tmp_path / "good.patch"
     patch.write_text(GOOD_PATCH)
-    base = kernel.resolve_tree(fake, None)
+    base = sources.resolve_tree(fake, None)
     original = (fake / "mm/khugepaged.c").read_text()
 
-    patched = kernel.apply_patches(base, [patch])
+    patched = sources.apply_patches(base, [patch])
     assert "\treturn 1;" in (patched.path / "mm/khugepaged.c").read_text()
     assert (fake / "mm/khugepaged.c").read_text() == original
     assert patched.path.is_relative_to(tmp_path / "cache" / "trees")
     assert patched.identity.startswith(base.identity + "+patches:")
     assert patched.kind == base.kind
     # applied once: a second call reuses the patched copy
-    assert kernel.apply_patches(base, [patch]) == patched
+    assert sources.apply_patches(base, [patch]) == patched
 
 
 def test_apply_bad_patch_names_the_patch(fake: Path, tmp_path: Path) -> None:
     patch = tmp_path / "bad.patch"
     patch.write_text(BAD_PATCH)
-    base = kernel.resolve_tree(fake, None)
+    base = sources.resolve_tree(fake, None)
     with pytest.raises(UserError, match=r"--patch .*bad.patch does not apply") as info:
         kernel.apply_patches(base, [patch])
-    assert "hunk" in info.value.detail.lower() or "FAILED" in info.value.detail
+    assert "patch failed: mm/khugepaged.c:2" in info.value.message  # the failing hunk
     assert not list((tmp_path / "cache" / "trees").glob("patched-*"))  # no half state
     assert "return 0" in (fake / "mm/khugepaged.c").read_text()
 
 
 def test_missing_patch_is_a_user_error(fake: Path, tmp_path: Path) -> None:
-    base = kernel.resolve_tree(fake, None)
+    base = sources.resolve_tree(fake, None)
     with pytest.raises(UserError, match="nope.patch"):
-        kernel.apply_patches(base, [tmp_path / "nope.patch"])
+        sources.apply_patches(base, [tmp_path / "nope.patch"])
 
 
 def test_build_with_patch(fake: Path, tmp_path: Path) -> None:
@@ -433,5 +448,31 @@ def test_user_tree_with_an_in_tree_build_is_a_user_error(fake: Path) -> None:
     """O= builds are impossible once a tree has its own .config: say so, exit 2."""
     (fake / ".config").write_text("CONFIG_X=y\n")
     with pytest.raises(UserError) as exc:
-        kernel.resolve_tree(fake, None)
+        sources.resolve_tree(fake, None)
     assert str(fake) in exc.value.message and "--rev HEAD" in exc.value.message
+
+
+def _set_version(tree: Path, major: int, minor: int) -> None:
+    mk = tree / "Makefile"
+    mk.write_text(f"VERSION = {major}\nPATCHLEVEL = {minor}\nSUBLEVEL = 13\n" + mk.read_text())
+
+
+def test_tree_version_from_the_top_makefile(fake: Path) -> None:
+    assert sources.tree_version(fake) is None  # the fake has no VERSION lines
+    _set_version(fake, 7, 2)
+    assert sources.resolve_tree(fake, None).version == (7, 2)
+
+
+def test_option_for_older_versions_only_is_not_requested_on_a_newer_tree(
+        fake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 7.2 removed READ_ONLY_THP_FOR_FS: olddefconfig drops it, and thp.config says
+    # '# until: 7.1', so a 7.2 tree builds; the 7.2-only XFS options are requested
+    monkeypatch.setenv("FAKE_DROP", "CONFIG_READ_ONLY_THP_FOR_FS")
+    _set_version(fake, 7, 2)
+    art = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    assert "CONFIG_XFS_FS=y" in art.config.read_text()
+    older = tmp_path / "older"
+    shutil.copytree(FAKE_TREE, older)
+    _set_version(older, 6, 12)
+    with pytest.raises(ConfigError, match="CONFIG_READ_ONLY_THP_FOR_FS=y"):
+        kernel.build_kernel(kernel.KernelRequest(tree=older, jobs=1))

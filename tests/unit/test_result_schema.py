@@ -186,3 +186,16 @@ def test_counter_snapshots_and_console_events_fit_the_schema() -> None:
     assert result["counters"]["delta"]["nr_anon_transparent_hugepages"] == -2
     result["counters"]["before"] = before.to_json()
     assert schema_problems(result)
+
+
+def test_per_size_counters_follow_the_schema() -> None:
+    from orchestrator.suites.counters import mthp_summary
+
+    result = load("pass")
+    result["counters"]["delta"]["hugepages-64kB/stats/collapse_alloc"] = 3
+    result["counters"]["mthp"] = mthp_summary(result["counters"]["delta"])
+    assert result["counters"]["mthp"]["hugepages-64kB"]["order"] == 4
+    assert schema_problems(result) == []
+    result["counters"]["mthp"]["hugepages-64kB"]["order"] = "4"
+    assert schema_problems(result) == [
+        "counters/mthp/hugepages-64kB/order: '4' is not of type 'integer'"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -260,3 +262,91 @@ def test_beacon_printed_after_the_drivers_own_timestamp() -> None:
     placed = locate_scans(trace, obs)
     assert [(p.source, p.proc) for p in placed] == [("beacon", "parent"),
                                                     ("khugepaged", "parent")]
+
+
+# ------------------------------------------------------------ 7.1+ formats from tracefs
+
+FORMATS_72 = (Path(__file__).resolve().parent.parent / "data" / "trace"
+              / "synthetic-7.2-formats.txt")
+
+
+def test_parse_format_dump_reads_keys_fields_and_symbols() -> None:
+    from orchestrator.suites.workloads import trace as t
+
+    fmt = t.parse_format_dump(FORMATS_72.read_text())
+    assert set(fmt.events) == {t.COLLAPSE, t.SCAN, t.SCAN_PMD}
+    scan = fmt.events[t.SCAN]
+    assert scan.keys == {"mm": "p", "progress": "u", "full_scan_finished": "d"}
+    assert scan.fields == {"mm": "struct mm_struct *", "progress": "unsigned int",
+                           "full_scan_finished": "bool"}
+    pmd = fmt.events[t.SCAN_PMD]
+    assert pmd.keys["scan_pfn"] == "x" and "writable" not in pmd.keys  # gone in 7.1
+    assert fmt.has(t.COLLAPSE, "order") and not fmt.has(t.ISOLATE)
+    assert fmt.statuses()["no_pte_table"] == "NO_PTE_TABLE"
+    assert fmt.statuses()["page_lazyfree"] == "PAGE_LAZYFREE"
+
+
+def test_72_trace_lines_are_typed_by_the_kernel_format() -> None:
+    from orchestrator.suites.workloads import trace as t
+
+    fmt = t.parse_format_dump(FORMATS_72.read_text())
+    text = "\n".join([
+        "  khugepaged-35  [001] .....  10.000001: mm_khugepaged_scan_pmd: mm=000000001a2b3c4d, "
+        "scan_pfn=0xffffffffffffffff, referenced=0, none_or_zero=0, status=no_pte_table, "
+        "unmapped=0",
+        "  khugepaged-35  [001] .....  10.000002: mm_collapse_huge_page: mm=000000001a2b3c4d, "
+        "isolated=1, status=succeeded, order=4",
+        "  khugepaged-35  [001] .....  10.000003: mm_khugepaged_scan: mm=000000001a2b3c4d, "
+        "progress=513, full_scan_finished=1",
+        "  khugepaged-35  [001] .....  10.000004: mm_khugepaged_scan_pmd: mm=000000001a2b3c4d, "
+        "scan_pfn=0x1000, referenced=0, none_or_zero=0, status=page_lazyfree, unmapped=0",
+    ])
+    trace = t.parse_trace(text, t.EVENTS, fmt)
+    assert trace.unparsed == []
+    first, collapse, _, lazy = trace.events
+    assert first.scan_pfn is None and first.status == "NO_PTE_TABLE"
+    assert collapse.fields["order"] == 4 and collapse.status == "SUCCEED"
+    assert lazy.status == "PAGE_LAZYFREE"
+    assert trace.scan_progress() == [t.ScanProgress(10_000_003_000, "000000001a2b3c4d", 513, True)]
+
+
+def test_a_field_or_status_the_kernel_does_not_print_is_not_understood() -> None:
+    from orchestrator.suites.workloads import trace as t
+
+    fmt = t.parse_format_dump(FORMATS_72.read_text())
+    old = ("  khugepaged-35  [001] .....  1.000000: mm_khugepaged_scan_pmd: mm=00000000a1b2c3d4, "
+           "scan_pfn=0x11a200, writable=1, referenced=512, none_or_zero=0, status=succeeded, "
+           "unmapped=0")
+    assert t.parse_trace(old).events[0].fields["writable"] == 1  # no formats: 6.12 shapes
+    trace = t.parse_trace(old, t.EVENTS, fmt)
+    assert not trace.events and "no field 'writable'" in trace.unparsed[0]
+    bad = old.replace("writable=1, ", "").replace("succeeded", "pmd_null")
+    unparsed = t.parse_trace(bad, t.EVENTS, fmt).unparsed
+    assert "'pmd_null' is not in the kernel's table" in unparsed[0]
+
+
+@pytest.mark.parametrize("text", ["", "name: x\n", "print fmt: \"a=%d\", REC->a\n", "\x00garbage"])
+def test_bad_format_files(text: str) -> None:
+    from orchestrator.suites.workloads import trace as t
+
+    with pytest.raises(ValueError):
+        t.parse_format_file(text)
+    assert t.parse_format_dump(t.FORMAT_MARK + "x\n" + text).events == {}
+
+
+def test_format_dump_command_runs_on_a_directory(tmp_path: Path) -> None:
+    import subprocess
+
+    from orchestrator.suites.workloads import trace as t
+
+    for chunk in FORMATS_72.read_text().split(t.FORMAT_MARK)[1:]:
+        name, _, body = chunk.partition("\n")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "format").write_text(body)
+    (tmp_path / "enable").write_text("0\n")  # a file beside the event directories
+    out = subprocess.run(["sh", "-c", t.format_dump_command(str(tmp_path))], check=True,
+                         capture_output=True, text=True).stdout
+    assert set(t.parse_format_dump(out).events) == {t.COLLAPSE, t.SCAN, t.SCAN_PMD}
+    empty = subprocess.run(["sh", "-c", t.format_dump_command(str(tmp_path / "none"))],
+                           check=True, capture_output=True, text=True).stdout
+    assert empty == ""

@@ -10,6 +10,7 @@ import pytest
 from orchestrator.errors import UserError
 from orchestrator.jobs import vmtest
 from orchestrator.jobs.vmtest import Suite, parse_suite
+from orchestrator.machine.guest import CommandResult
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.selftest.runner import Interface, Invocation
 
@@ -260,6 +261,7 @@ def test_load_shipped_matrix(matrix: list[Invocation]) -> None:
         Invocation("shmem-s4", ("-s", "4", "all:shmem"), ("ctx-mem", "order")),
         Invocation("file-khugepaged", ("khugepaged:file", "{filedir}"), ("ctx-mem",)),
         Invocation("file-madvise", ("madvise:file", "{filedir}"), ("ctx-mem",)),
+        Invocation("file-xfs", ("all:file", "{xfsdir}"), ("ctx-mem", "xfs")),
     ]
     assert len({i.id for i in matrix}) == len(matrix)
 
@@ -279,3 +281,96 @@ def test_load_matrix_errors_name_the_file(tmp_path: Path, text: str) -> None:
 def test_load_matrix_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"selftest matrix .*missing.toml"):
         selftest.load_matrix(tmp_path / "missing.toml")
+
+
+# ---------------------------------------------------------------- 7.2: all:file on XFS
+
+# 7.2.13's run_vmtests.sh, the thp lines and the XFS loop mount around them
+RUN_VMTESTS_72 = RUN_VMTESTS_615 + """\
+# Try to create XFS if not provided
+if [ -z "${SPLIT_HUGE_PAGE_TEST_XFS_PATH}" ]; then
+    if test_selected "thp"; then
+\tif grep xfs /proc/filesystems &>/dev/null; then
+\t    XFS_IMG=$(mktemp /tmp/xfs_img_XXXXXX)
+\t    SPLIT_HUGE_PAGE_TEST_XFS_PATH=$(mktemp -d /tmp/xfs_dir_XXXXXX)
+\t    mount -o loop ${XFS_IMG} ${SPLIT_HUGE_PAGE_TEST_XFS_PATH}
+\tfi
+    fi
+fi
+if [ -n "${SPLIT_HUGE_PAGE_TEST_XFS_PATH}" ]; then
+CATEGORY="thp" run_test ./khugepaged all:file ${SPLIT_HUGE_PAGE_TEST_XFS_PATH}
+elif test_selected thp; then
+\techo "[SKIP] ./khugepaged all:file" | tap_prefix
+fi
+"""
+
+CONFIG_XFS = "CONFIG_BLOCK=y\nCONFIG_BLK_DEV_LOOP=y\nCONFIG_XFS_FS=y\n"
+
+
+def test_runner_args_72_maps_the_xfs_path(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    assert selftest.runner_args(tree, IFACE_612)[-1] == ("all:file", "{xfsdir}")
+
+
+def test_xfs_feature_comes_from_the_kernel_config(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    assert "xfs" in selftest.detect_interface(tree, CONFIG_XFS).features
+    assert "xfs" not in selftest.detect_interface(tree, "CONFIG_XFS_FS=y\n").features
+    assert "xfs" not in selftest.detect_interface(tree, CONFIG_XFS.replace("=y", "=m")).features
+    assert "xfs" not in selftest.detect_interface(tree).features
+
+
+def test_default_ids_72(tmp_path: Path, matrix: list[Invocation]) -> None:
+    tree = make_tree(tmp_path / "7.2", "mm", KHUGEPAGED_612, RUN_VMTESTS_72)
+    iface = selftest.detect_interface(tree, CONFIG_XFS)
+    ids = selftest.default_ids(matrix, tree, iface)
+    assert ids == ["anon", "shmem", "anon-s2", "shmem-s4", "file-xfs"]
+    # a kernel without XFS (6.12's fragments) skips the file case instead of failing
+    assert [i.id for i in selftest.select(matrix, IFACE_612, ids)] == ids[:-1]
+
+
+def test_guest_argv_places_the_directories() -> None:
+    inv = Invocation("file-xfs", ("all:file", "{xfsdir}"))
+    assert selftest.guest_argv(inv) == ["./khugepaged", "all:file", selftest.GUEST_XFSDIR]
+    inv = Invocation("file-madvise", ("madvise:file", "{filedir}"))
+    assert selftest.guest_argv(inv) == ["./khugepaged", "madvise:file", selftest.GUEST_FILEDIR]
+
+
+class _Shell:
+    """Records commands; every command answers with `answer`."""
+
+    def __init__(self, answer: int = 0) -> None:
+        self.commands: list[str] = []
+        self.put_calls: list[str] = []
+        self.answer = answer
+
+    def run(self, cmd: str, timeout: float = 60.0) -> CommandResult:
+        self.commands.append(cmd)
+        return CommandResult(self.answer, "", "mount: /tmp/thpvm-xfs: unknown filesystem type")
+
+    def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
+        self.put_calls.append(remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        raise NotImplementedError
+
+
+def test_prepare_guest_mounts_xfs_only_when_an_invocation_needs_it(tmp_path: Path) -> None:
+    shell = _Shell()
+    selftest.prepare_guest(shell, tmp_path / "khugepaged", [Invocation("anon", ())])
+    assert len(shell.commands) == 1 and "mkfs.xfs" not in shell.commands[0]
+    shell = _Shell()
+    both = [Invocation("anon", ()), Invocation("file-xfs", ("all:file", "{xfsdir}"))]
+    selftest.prepare_guest(shell, tmp_path / "khugepaged", both)
+    mount = shell.commands[-1]
+    assert f"truncate -s {selftest.XFS_IMAGE_BYTES}" in mount and "mkfs.xfs -q" in mount
+    assert f"mount -o loop {selftest.GUEST_XFS_IMAGE} {selftest.GUEST_XFSDIR}" in mount
+    assert mount.startswith(f"if ! mountpoint -q {selftest.GUEST_XFSDIR}")  # idempotent
+
+
+def test_failed_xfs_mount_is_a_guest_error(tmp_path: Path) -> None:
+    from orchestrator.errors import GuestError
+
+    with pytest.raises(GuestError, match="could not") as info:
+        selftest.mount_xfs(_Shell(answer=32))
+    assert "unknown filesystem type" in info.value.detail

@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 MATRIX_FILE = SELFTEST_MATRIX
 GUEST_BIN = "/root/khugepaged"
 GUEST_FILEDIR = "/root/thpvm-file-thp"
+# the XFS loop mount of 7.2's run_vmtests.sh (`khugepaged all:file $XFS_PATH`): same size
+GUEST_XFS_IMAGE = "/tmp/thpvm-xfs.img"
+GUEST_XFSDIR = "/tmp/thpvm-xfs"
+XFS_IMAGE_BYTES = 314572800
 RUN_TIMEOUT = 900.0
+MOUNT_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,11 @@ class InvocationOutcome:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def detect_interface(tree: Path) -> Interface:
-    """Find the selftest and the interface it offers; a tree without one is a UserError."""
+def detect_interface(tree: Path, kernel_config: str | None = None) -> Interface:
+    """Find the selftest and the interface it offers; a tree without one is a UserError.
+
+    With the kernel's final `.config` text, `xfs` is a feature when the kernel can
+    loop-mount XFS (the file cases of 7.2's runner)."""
     for subdir in ("mm", "vm"):
         src = tree / "tools/testing/selftests" / subdir / "khugepaged.c"
         if src.is_file():
@@ -76,6 +84,9 @@ def detect_interface(tree: Path) -> Interface:
                 feats.add("ctx-mem")
             if "case 's'" in text:
                 feats.add("order")
+            if kernel_config and all(f"\n{o}=y" in "\n" + kernel_config
+                                     for o in ("CONFIG_XFS_FS", "CONFIG_BLK_DEV_LOOP")):
+                feats.add("xfs")
             return Interface(subdir, frozenset(feats))
     raise UserError(f"{tree}: no tools/testing/selftests/{{mm,vm}}/khugepaged.c "
                     "(tree too old or too new for thpvm's selftest support)")
@@ -92,6 +103,8 @@ def load_matrix(path: Path = MATRIX_FILE) -> list[Invocation]:
 
 
 _RUNNER_LINE = re.compile(r'CATEGORY="thp"\s+run_test\s+\./khugepaged\b([^\n#]*)')
+# run_vmtests.sh's XFS loop mount directory, which thpvm creates itself
+_RUNNER_XFS = re.compile(r"^\$\{?SPLIT_HUGE_PAGE_TEST_XFS_PATH\}?$")
 
 
 def runner_args(tree: Path, iface: Interface) -> list[tuple[str, ...]] | None:
@@ -99,7 +112,8 @@ def runner_args(tree: Path, iface: Interface) -> list[tuple[str, ...]] | None:
     script = tree / "tools/testing/selftests" / iface.subdir / "run_vmtests.sh"
     if not script.is_file():
         return None
-    found = [tuple(shlex.split(m.group(1))) for m in _RUNNER_LINE.finditer(script.read_text())]
+    found = [tuple("{xfsdir}" if _RUNNER_XFS.match(a) else a for a in shlex.split(m.group(1)))
+             for m in _RUNNER_LINE.finditer(script.read_text())]
     return found or None
 
 
@@ -111,13 +125,18 @@ def default_ids(matrix: list[Invocation], tree: Path, iface: Interface) -> list[
     return [i.id for i in matrix if i.args in wanted]
 
 
+def check_ids(matrix: list[Invocation], ids: list[str]) -> None:
+    """UserError naming every id that is not in the matrix."""
+    known = {i.id for i in matrix}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UserError(f"unknown selftest invocation(s) {unknown}; known: {sorted(known)}")
+
+
 def select(matrix: list[Invocation], iface: Interface, ids: list[str] | None) -> list[Invocation]:
     """Invocations the tree supports, optionally narrowed to `ids` (unknown id: UserError)."""
     if ids:
-        known = {i.id for i in matrix}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise UserError(f"unknown selftest invocation(s) {unknown}; known: {sorted(known)}")
+        check_ids(matrix, ids)
         matrix = [i for i in matrix if i.id in ids]
     chosen = [i for i in matrix if set(i.needs) <= iface.features]
     for i in matrix:
@@ -163,17 +182,35 @@ def _scratch_tree(tree: Path, scratch: Path) -> None:
             os.symlink(entry, scratch / entry.name)
 
 
-def prepare_guest(shell: GuestShell, binary: Path) -> None:
-    """Upload the binary and create the directory for the file memory type."""
+def prepare_guest(shell: GuestShell, binary: Path,
+                  invocations: list[Invocation] | None = None) -> None:
+    """Upload the binary, create the directory for the file memory type and, when an
+    invocation needs it, the XFS loop mount (as 7.2's run_vmtests.sh makes it)."""
     shell.put(binary, GUEST_BIN)
     res = shell.run(f"mkdir -p {GUEST_FILEDIR}", timeout=30)
     if not res.ok:
         raise GuestError(f"could not create {GUEST_FILEDIR} in the guest: {res.stderr}")
+    if any("{xfsdir}" in a for inv in invocations or [] for a in inv.args):
+        mount_xfs(shell)
+
+
+def mount_xfs(shell: GuestShell) -> None:
+    """A fresh XFS file system on a loop device at GUEST_XFSDIR (idempotent)."""
+    cmd = (f"if ! mountpoint -q {GUEST_XFSDIR}; then "
+           f"rm -f {GUEST_XFS_IMAGE} && truncate -s {XFS_IMAGE_BYTES} {GUEST_XFS_IMAGE} && "
+           f"mkfs.xfs -q {GUEST_XFS_IMAGE} && mkdir -p {GUEST_XFSDIR} && "
+           f"mount -o loop {GUEST_XFS_IMAGE} {GUEST_XFSDIR}; fi")
+    res = shell.run(cmd, timeout=MOUNT_TIMEOUT)
+    if not res.ok:
+        raise GuestError(f"could not loop-mount XFS at {GUEST_XFSDIR} in the guest "
+                         "(needs CONFIG_XFS_FS, CONFIG_BLK_DEV_LOOP and xfsprogs in the image)",
+                         (res.stdout + res.stderr).strip()[-2000:])
 
 
 def guest_argv(inv: Invocation) -> list[str]:
     """The command line of an invocation in the guest."""
-    return ["./khugepaged", *(a.replace("{filedir}", GUEST_FILEDIR) for a in inv.args)]
+    return ["./khugepaged", *(a.replace("{filedir}", GUEST_FILEDIR)
+                              .replace("{xfsdir}", GUEST_XFSDIR) for a in inv.args)]
 
 
 def run_invocation(shell: GuestShell, inv: Invocation,
