@@ -157,7 +157,9 @@ def test_hang_raises_boot_error_after_ready_timeout(req: qemu.BootRequest, pids:
     elapsed = time.monotonic() - start
     assert vm.popen is not None
     pids.append(vm.popen.pid)
-    assert 0.5 <= elapsed < 2.5
+    # waited for the ready timeout, not the default 120 s (the bound is loose: process
+    # start-up and the QMP port read-back on a loaded host come on top)
+    assert 0.5 <= elapsed < 30
     assert gone(vm.popen.pid)
     assert (req.run_dir / "serial.log").read_text() == ""
 
