@@ -85,7 +85,8 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         suite=vmtest.suite_items(args.suite) or list(vmtest.DEFAULT_SUITE),
         workload_files=list(getattr(args, "workload", [])), accel=args.accel,
         append=getattr(args, "append", ""), out=getattr(args, "out", None),
-        isolation=getattr(args, "isolation", "guest"))
+        isolation=getattr(args, "isolation", "guest"),
+        machine=getattr(args, "machine", None) or "default")
 
 
 def _test_template(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
@@ -158,7 +159,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     img = image.build_image()
     run_dir = args.out or cache.new_run_dir("boot")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with session.guest(art.bzimage, img, run_dir, args.accel, args.append) as g:
+    with session.guest(art.bzimage, img, run_dir, args.accel, args.append,
+                       args.machine) as g:
         print(f"booted {art.release} with {g.accel} ({g.accel_reason}): "
               f"ready in {g.boot_seconds:.2f} s, SSH in {g.ssh_seconds:.2f} s "
               f"({g.boot_seconds + g.ssh_seconds:.2f} s total)")
@@ -289,6 +291,79 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def cmd_matrix_plan(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix, matrixplan
+    from orchestrator.jobs.matrixspec import load_matrix
+
+    spec = load_matrix(args.file)
+    jobs = matrix.select_jobs(spec, args.shard, [])
+    if args.format == "github":
+        print(json.dumps(matrixplan.github_include(jobs, args.shards)))
+    elif args.format == "gitlab":
+        import yaml
+
+        doc = matrixplan.gitlab_child_pipeline(str(args.file), jobs, args.shards)
+        print(yaml.safe_dump(doc, sort_keys=False, width=1000), end="")
+    else:
+        print(json.dumps(matrixplan.plan_json(spec, jobs), indent=2))
+    return EXIT_OK
+
+
+def cmd_matrix_run(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix
+
+    req = matrix.MatrixRunRequest(str(args.file), args.parallel, args.shard, args.out, args.only)
+    outcome = matrix.run_matrix(req, say=lambda line: print(line, flush=True))
+    print(f"matrix directory: {outcome.out}")
+    return outcome.exit_code
+
+
+def cmd_matrix_merge(args: argparse.Namespace) -> int:
+    from orchestrator import cache
+    from orchestrator.report import matrixmerge, matrixreport
+
+    merged = matrixmerge.merge_dirs(args.dirs)
+    out = args.out or cache.new_run_dir("matrix-merge")
+    summary = matrixreport.write_merged(merged, out)
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+    print(f"{summary['verdict']}: {len(merged.kernels)} kernels, {len(merged.jobs)} jobs, "
+          f"{counts or 'no cases'}")
+    for f in summary["flaky"]:
+        print(f"  flaky: {f['case']} on {f['kernel']}: {f['failed']} of {f['runs']} failed")
+    print(f"merged report: {out / matrixreport.HTML_NAME}")
+    return int(summary["exit_code"])
+
+
+def cmd_lava_job(args: argparse.Namespace) -> int:
+    from orchestrator.lava import job, validate
+
+    req = job.LavaJobRequest(_kernel_request(args), args.suite or ["selftest", "workloads"],
+                             args.out, args.machine)
+    written = job.write_job(req)
+    print(f"LAVA job: {written.path}")
+    errors = validate.schema_errors(written.path)
+    if errors:
+        raise UserError(f"{written.path}: rejected by lava_common's job schema: {errors}")
+    print("  lava_common schema: valid")
+    if args.lava_run_validate:
+        errors = validate.pipeline_errors(written.path, args.out / "lava-validate")
+        if errors:
+            raise UserError(f"{written.path}: lava-run --validate failed", errors)
+        print("  lava-run --validate: valid")
+    return EXIT_OK
+
+
+def cmd_lava_import(args: argparse.Namespace) -> int:
+    from orchestrator.lava import results
+    from orchestrator.report.progress import format_summary
+    from orchestrator.report.resultfile import load_result
+
+    code, run_dir = results.import_results(args.results_dir, args.out)
+    print(format_summary(load_result(run_dir), run_dir))
+    print(f"run directory: {run_dir}")
+    return code
+
+
 def _accel_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
@@ -332,6 +407,8 @@ def _guest_args(p: argparse.ArgumentParser) -> None:
     _accel_arg(p)
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    p.add_argument("--machine", default="default", metavar="PROFILE",
+                   help="machine profile: machine/profiles/<PROFILE>.toml or a path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_commands(sub)
     _add_result_commands(sub)
     _add_git_commands(sub)
+    _add_matrix_commands(sub)
+    _add_lava_commands(sub)
     return parser
 
 
@@ -473,6 +552,54 @@ def _add_git_commands(sub: Sub) -> None:
     _test_args(va)
     va.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
     va.set_defaults(handler=cmd_validate)
+
+
+def _add_matrix_commands(sub: Sub) -> None:
+    """matrix plan, run, merge."""
+    mx = sub.add_parser("matrix", help="many kernels x suites x repeats (local, CI, merge)")
+    msub = mx.add_subparsers(dest="sub", required=True)
+    mp = msub.add_parser("plan", help="list the jobs of a matrix file (stable ids)")
+    mp.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mp.add_argument("--format", default="json", choices=["json", "github", "gitlab"],
+                    help="json: the jobs; github: strategy.matrix include list; "
+                         "gitlab: a child pipeline with parallel:matrix")
+    mp.add_argument("--shards", type=int, default=0,
+                    help="github/gitlab: number of shards (default 0: one per job)")
+    mp.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mp.set_defaults(handler=cmd_matrix_plan)
+    mr = msub.add_parser("run", help="run a matrix's jobs here, N guests at a time")
+    mr.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mr.add_argument("--jobs", dest="parallel", type=int, default=1, metavar="N",
+                    help="guests at a time (default 1)")
+    mr.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mr.add_argument("--only", action="append", default=[], metavar="JOB_ID",
+                    help="only this job id (repeatable)")
+    mr.add_argument("--out", type=Path, help="matrix directory (default: under the cache)")
+    mr.set_defaults(handler=cmd_matrix_run)
+    mm = msub.add_parser("merge", help="merge matrix run directories into one report")
+    mm.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                    help="matrix or run directories (searched recursively)")
+    mm.add_argument("--out", type=Path, help="output directory (default: under the cache)")
+    mm.set_defaults(handler=cmd_matrix_merge)
+
+
+def _add_lava_commands(sub: Sub) -> None:
+    """lava job, lava import."""
+    lava = sub.add_parser("lava", help="LAVA: job definitions and importing their results")
+    lsub = lava.add_subparsers(dest="sub", required=True)
+    lj = lsub.add_parser("job", help="build kernel, image and tools; write a LAVA QEMU job")
+    _tree_args(lj)
+    lj.add_argument("--suite", action="append", metavar="SUITE", help="as for vm-test")
+    lj.add_argument("--out", type=Path, required=True, help="directory for job.yaml + files")
+    lj.add_argument("--machine", default="default", metavar="PROFILE", help="machine profile")
+    lj.add_argument("--lava-run-validate", action="store_true",
+                    help="also build lava-dispatcher's pipeline (lava-run --validate)")
+    lj.set_defaults(handler=cmd_lava_job)
+    li = lsub.add_parser("import", help="a LAVA job's results as a judged thpvm run directory")
+    li.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
+                    help="output.yaml (the LAVA job log) and job.yaml")
+    li.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    li.set_defaults(handler=cmd_lava_import)
 
 
 def _setup_logging(verbose: bool) -> None:

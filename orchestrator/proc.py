@@ -102,6 +102,22 @@ def _die_with_parent() -> Callable[[], None]:
     return preexec
 
 
+def stop_groups(popens: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    """Stop many children at once: SIGTERM every group (each child unwinds its own
+    `finally`, e.g. stops its QEMU), wait up to `grace` s for all, then SIGKILL the rest."""
+    for p in popens:
+        if p.poll() is None:
+            _killpg(p.pid, signal.SIGTERM)
+    deadline = Deadline.after(grace)
+    for p in popens:
+        try:
+            p.wait(timeout=deadline.remaining())
+        except subprocess.TimeoutExpired:
+            log.warning("process group %d ignored SIGTERM for %.0f s: SIGKILL", p.pid, grace)
+    for p in popens:
+        kill_group(p, grace=3.0)
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -68,6 +68,7 @@ class VmTestRequest:
     append: str = ""
     out: Path | None = None
     isolation: str = "guest"  # "guest": a fresh guest per workload; "shared": one guest
+    machine: str = "default"  # machine profile (machine/profiles/<name>.toml or a path)
 
     def for_tree(self, tree: Path, out: Path | None) -> VmTestRequest:
         """The same test of `tree` as checked out (no revision, no patches), into `out`."""
@@ -139,7 +140,7 @@ def check_inputs(req: VmTestRequest) -> Suite:
     suite = parse_suite(req.suite)
     if isinstance(suite.selftest, list):
         selftest.check_ids(selftest.load_matrix(), suite.selftest)
-    memory_mb = qemu.load_machine_profile().memory_mb
+    memory_mb = qemu.load_machine_profile(req.machine).memory_mb
     for spec in workload_suite.select(suite.workloads, req.workload_files):
         check_fits(spec, memory_mb)
     kernel.load_fragments(req.kernel.fragments, req.kernel.configs)
@@ -213,7 +214,8 @@ def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
         (run.dir / "config").write_text(art.config.read_text())
         invocations, st_bin = _prepare_selftest(art, suite)
-        workloads = _prepare_workloads(suite, req.workload_files)
+        workloads = workload_suite.for_kernel(_prepare_workloads(suite, req.workload_files),
+                                              art.release)
     with run.stage("image"):
         img = image.build_image()
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
@@ -236,7 +238,7 @@ def _guest(req: VmTestRequest, run: Run, bzimage: Path, img: image.Image, where:
     if run.display:
         run.display.message(f"[boot] booting {what}")
     where.mkdir(parents=True, exist_ok=True)
-    with session.guest(bzimage, img, where, req.accel, req.append) as g:
+    with session.guest(bzimage, img, where, req.accel, req.append, req.machine) as g:
         boot = round(g.boot_seconds + g.ssh_seconds, 2)
         run.meta.setdefault("guest_boots", []).append(boot)
         if "boot_seconds" not in run.meta:
@@ -425,7 +427,7 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
 
     remote = workload_suite.upload(g.shell)
-    for spec in workload_suite.for_kernel(specs, run.meta["kernel_release"]):
+    for spec in specs:
         run.progress(f"workload {spec.name}")
         try:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,

@@ -32,10 +32,11 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any
 
     @contextmanager
     def guest(bz: Path, img: Any, run_dir: Path, accel: str = "auto",
-              append: str = "") -> Iterator[Any]:
+              append: str = "", machine: str = "default") -> Iterator[Any]:
         (run_dir / "rootfs-overlay.qcow2").write_text("")
         g = SimpleNamespace(boot_seconds=1.0, ssh_seconds=0.5, accel="tcg", accel_reason="r",
-                            dir=run_dir, shell=object(),
+                            dir=run_dir, shell=object(), lost=None, usable=lambda: True,
+                            kernel_failure=lambda: None,
                             vm=SimpleNamespace(console=None, crash=lambda: None,
                                                alive=lambda: True))
         seen["guests"].append(g)
@@ -43,8 +44,9 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any
 
     monkeypatch.setattr(session, "guest", guest)
     monkeypatch.setattr(vmtest, "_snapshot", lambda g: None)
-    specs = [SimpleNamespace(name=n) for n in NAMES]
+    specs = [SimpleNamespace(name=n, applies_to=lambda release: True) for n in NAMES]
     monkeypatch.setattr(workload_suite, "select", lambda sel, files: specs)
+    monkeypatch.setattr(vmtest, "check_fits", lambda spec, memory_mb: None)
     monkeypatch.setattr(workload_suite, "prepare_driver", lambda: tmp_path)
     monkeypatch.setattr(workload_suite, "upload", lambda shell: "/root/thpwork")
 
