@@ -3,6 +3,7 @@
 - boot: QEMU start → readiness marker → SSH session, median of N boots (target ≤ 3 s with TCG)
 - vm-test warm: wall time of a whole `thpvm vm-test` with kernel and image cached (target ≤ 60 s)
 - model: PTEs simulated per second through full scans of a 100 GiB layout (bench_model.py)
+- faults: KVM probe verdict, silent-guest probe verdict, QEMU gone after SIGKILL (bench_faults.py)
 
 Usage: python bench/run.py --out FILE [--boots N] [--skip vm-test,model]
 """
@@ -59,10 +60,10 @@ def bench_vm_test() -> dict[str, object]:
             "target_s": 60.0}
 
 
-def bench_model() -> dict[str, object]:
-    script = HERE / "bench_model.py"
+def bench_model(name: str = "bench_model.py") -> dict[str, object]:
+    script = HERE / name
     if not script.exists():
-        return {"error": "bench/bench_model.py missing"}
+        return {"error": f"bench/{name} missing"}
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         subprocess.run([sys.executable, str(script), "--out", tmp.name], check=True)
         return dict(json.loads(Path(tmp.name).read_text()))
@@ -72,13 +73,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--boots", type=int, default=5)
-    ap.add_argument("--skip", default="", help="comma list of: boot,vm-test,model")
+    ap.add_argument("--skip", default="", help="comma list of: boot,vm-test,model,faults")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     report: dict[str, object] = {"host": platform.node(), "cpus": __import__("os").cpu_count(),
                                  "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for name, fn in (("model", bench_model), ("boot", lambda: bench_boot(args.boots)),
-                     ("vm-test", bench_vm_test)):
+                     ("vm-test", bench_vm_test),
+                     ("faults", lambda: bench_model("bench_faults.py"))):
         if name in skip:
             continue
         print(f"bench: {name}...", flush=True)

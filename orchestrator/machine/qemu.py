@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 FIRMWARE_DIRS = (Path("/usr/share/qemu"), Path("/usr/share/seabios"))
 GUEST_IP = "10.0.2.15"
+KVM_VERDICT_S = 5.0  # a KVM probe is judged broken within this, from evidence
+RUNNING_STATES = ("running", "inmigrate", "finish-migrate")
 KEYS_SERIAL = "thpvm-keys"  # the per-boot key disk, found by the guest's init by this serial
 _HOSTFWD_RE = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b")
 
@@ -83,6 +85,7 @@ class BootRequest:
     accel: str = "tcg"  # resolved: "kvm" or "tcg"
     append: str = ""
     ready_timeout: float = 120.0
+    probe_s: float = 0.0  # > 0: an accelerator probe, judged within this many seconds
 
 
 def qemu_version() -> str:
@@ -170,6 +173,7 @@ class Vm:
     started_at: float = 0.0
     qemu_log: Path | None = None
     _socks: Path | None = None
+    _serial_start: int = 0
     events: list[ConsoleEvent] = field(default_factory=list)
 
     def __enter__(self) -> Vm:
@@ -195,17 +199,25 @@ class Vm:
         if keys is not None:
             disks["keys"] = keys
         self.qemu_log = run_dir / "qemu.log"
-        for attempt in range(5):
+        for attempt in range(3):
             self.marker = f"THPVM-READY-{uuid.uuid4().hex[:12]}"
-            if self._launch(disks):
+            exited = self._launch(disks)
+            if exited is None:
                 break
-            log.info("QEMU could not start (attempt %d), retrying", attempt + 1)
+            if exited:  # QEMU itself refused (bad option, accelerator failure): no retry
+                code = self.popen.returncode if self.popen else None
+                raise BootError(f"QEMU exited with status {code} before the guest ran: "
+                                f"{_last_error(self.qemu_log)} (log: {self.qemu_log})",
+                                _tail(self.qemu_log))
+            log.info("QEMU did not open its sockets (attempt %d), retrying", attempt + 1)
         else:
-            raise BootError(f"QEMU failed to start 5 times (log: {self.qemu_log})",
+            raise BootError(f"QEMU did not open its sockets 3 times (log: {self.qemu_log})",
                             _tail(self.qemu_log))
         self._wait_ready()
 
-    def _launch(self, disks: dict[str, Path]) -> bool:
+    def _launch(self, disks: dict[str, Path]) -> bool | None:
+        """Start QEMU; None once it runs and reported its SSH port, else whether it had
+        exited by itself (True) or was killed for not opening its sockets (False)."""
         assert self._socks is not None and self.qemu_log is not None
         for s in self._socks.glob("*.sock"):
             s.unlink()
@@ -215,15 +227,17 @@ class Vm:
             self.started_at = time.monotonic()
             self.popen = proc.spawn(argv, stdout=logf.fileno())
         leftovers.write_lease(self._socks, self.req.run_dir, self.popen.pid)
+        self._serial_start = _size(self.req.run_dir / "serial.log")
         self.console = ConsoleMonitor(self._socks / "serial.sock",
                                       self.req.run_dir / "serial.log", self.marker)
         try:
             self.console.connect(timeout=10)
             self.port = self._read_port(proc.Deadline.after(10))
-            return True
+            return None
         except OSError:
+            exited = self.popen.poll() is not None
             self._kill()
-            return False
+            return exited
 
     def _read_port(self, deadline: proc.Deadline) -> int:
         """The host port QEMU bound for SSH, from QMP `info usernet`."""
@@ -243,6 +257,8 @@ class Vm:
 
     def _wait_ready(self) -> None:
         assert self.console is not None
+        if self.req.probe_s > 0:
+            self._judge_probe(proc.Deadline.after(self.req.probe_s))
         ev = self.console.wait_for(("ready",), self.req.ready_timeout)
         if ev is not None and ev.kind == "ready":
             self.boot_seconds = time.monotonic() - self.started_at
@@ -253,6 +269,44 @@ class Vm:
         lines = ev.lines if ev else _tail(self.req.run_dir / "serial.log").splitlines()
         raise BootError(f"guest did not boot: {why} (serial log: "
                         f"{self.req.run_dir / 'serial.log'})", "\n".join(lines[-30:]))
+
+    def _judge_probe(self, deadline: proc.Deadline) -> None:
+        """An accelerator probe: raise BootError as soon as there is evidence the
+        accelerator does not run the guest (QEMU exited, QMP reports a stopped or
+        failed VM), or, at the deadline, if no guest code ran at all (no guest CPU
+        time, console silent). A guest that runs gets the normal readiness wait."""
+        assert self.console is not None and self.popen is not None
+        while not deadline.expired():
+            if self.console.wait_for(("ready",), min(0.2, deadline.remaining())):
+                return  # ready, or a console event the normal wait reports
+            why = self._not_running()
+            if why:
+                self._fail_probe(why)
+        silent = _size(self.req.run_dir / "serial.log") == self._serial_start
+        if silent and guest_cpu_seconds(self.popen.pid) == 0.0:
+            self._fail_probe(f"no guest code ran and the console stayed silent for "
+                             f"{self.req.probe_s:.0f} s")
+
+    def _not_running(self) -> str | None:
+        assert self.console is not None and self.popen is not None
+        if self.popen.poll() is not None or self.console.closed:
+            try:
+                code = self.popen.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+            return f"QEMU exited (status {code})"
+        try:
+            status = self.qmp("query-status", timeout=1.0).get("return", {})
+        except (OSError, ValueError):
+            return None  # QMP busy or slow: no evidence either way
+        state = status.get("status") if isinstance(status, dict) else None
+        return None if state in (None, *RUNNING_STATES) else f"QEMU reports the VM {state}"
+
+    def _fail_probe(self, why: str) -> None:
+        took = time.monotonic() - self.started_at
+        self.stop()
+        raise BootError(f"{self.req.accel} does not run the guest: {why} "
+                        f"({took:.1f} s after start)", _tail(self.qemu_log))
 
     def alive(self) -> bool:
         """QEMU still running."""
@@ -307,6 +361,35 @@ def _reap_leftovers() -> None:
         leftovers.reap(cache.cache_root() / "runs")
     except OSError as e:
         log.warning("could not reap leftovers of earlier runs: %s", e)
+
+
+def _last_error(qemu_log: Path | None) -> str:
+    """QEMU's last own message (`qemu-system-x86_64: ...`), the usual reason it quit."""
+    lines = [ln for ln in _tail(qemu_log, 20).splitlines() if ln.startswith("qemu-system")]
+    errors = [ln for ln in lines if "info: QEMU waiting" not in ln]
+    return errors[-1][:200] if errors else "no message"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def guest_cpu_seconds(pid: int) -> float:
+    """CPU time a process spent running guest code (`guest_time`, field 43 of
+    /proc/PID/stat, summed over threads): > 0 once a KVM vCPU entered the guest."""
+    ticks = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()  # field 3 onwards
+        if len(fields) > 40:
+            ticks += int(fields[40])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _tail(path: Path | None, lines: int = 40) -> str:

@@ -4,6 +4,7 @@ QEMU, readiness, SSH. One context manager that never leaks QEMU."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from orchestrator.machine.guest import SshShell
 
 log = logging.getLogger(__name__)
 
-KVM_PROBE_TIMEOUT = 30.0
 DMESG_TIMEOUT = 30.0
 
 
@@ -134,21 +134,23 @@ def guest(kernel: Path, img: image.Image, run_dir: Path, accel: str = "auto",
 
 def _probe_kvm(req: qemu.BootRequest) -> tuple[qemu.Vm, SshShell, float, str]:
     """Boot with KVM; if it does not reach SSH quickly, remember TCG and boot with it."""
-    req.accel, req.ready_timeout = "kvm", KVM_PROBE_TIMEOUT
+    req.accel, req.probe_s = "kvm", qemu.KVM_VERDICT_S
+    start = time.monotonic()
     try:
         vm, shell, ssh_s = _boot(req)
-        reason = "KVM probe boot reached SSH"
+        reason = f"KVM probe boot reached SSH in {time.monotonic() - start:.1f} s"
         qemu.remember_accel("kvm", reason)
-        req.ready_timeout = qemu.BootRequest.ready_timeout
+        req.probe_s = 0.0
         return vm, shell, ssh_s, reason
     except InfraError as e:
-        reason = f"KVM probe failed ({e.message.splitlines()[0][:160]}); using TCG"
+        reason = (f"KVM probe failed in {time.monotonic() - start:.1f} s "
+                  f"({e.message.splitlines()[0][:160]}); using TCG")
         log.warning("%s", reason)
         qemu.remember_accel("tcg", reason)
     for f in ("serial.log", "qemu.log"):
         p = req.run_dir / f
         if p.exists():
             p.rename(req.run_dir / f"kvm-probe-{f}")
-    req.accel, req.ready_timeout = "tcg", qemu.BootRequest.ready_timeout
+    req.accel, req.probe_s = "tcg", 0.0
     vm, shell, ssh_s = _boot(req)
     return vm, shell, ssh_s, reason

@@ -37,3 +37,14 @@ def test_prune_keeps_the_newest_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert [d.exists() for d in dirs] == [False, False, True, True]
     assert str(dirs[0]) in capsys.readouterr().out
     assert main(["runs", "--prune", "-1"]) == 2
+
+
+def test_cache_dirs_are_private(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    root = tmp_path / "deep" / "cache"
+    monkeypatch.setenv("THPVM_CACHE", str(root))
+    kernels = cache.cache_dir("kernels", "abc")
+    for d in (root, root / "kernels", kernels, cache.new_run_dir("x")):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    root.chmod(0o755)  # a root made by hand, or by an older thpvm
+    cache.cache_dir("runs")
+    assert root.stat().st_mode & 0o777 == 0o700

@@ -191,3 +191,46 @@ def _children() -> list[int]:
         if int(fields[1]) == os.getpid():
             kids.append(int(stat.parent.name))
     return kids
+
+
+@pytest.mark.parametrize("how", ["spawn", "run"])
+def test_children_die_with_a_sigkilled_thpvm(how: str) -> None:
+    """SIGKILL runs no `finally`: PDEATHSIG must take spawn's and run's children along."""
+    import signal
+    import subprocess
+    import sys
+
+    call = ("proc.spawn(['sleep', '60'])" if how == "spawn"
+            else "threading.Thread(target=proc.run, args=(['sleep', '60'],)).start()")
+    script = ("import sys, threading, time\nfrom orchestrator import proc\n"
+              f"{call}\nprint('started', flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(Path(proc.__file__).parents[1])})
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"started\n"
+        kids = [c for c in _children_of(parent.pid)]
+        for _ in range(100):
+            kids = _children_of(parent.pid)
+            if kids:
+                break
+            time.sleep(0.02)
+        assert kids, "the child did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=5)
+        assert wait_gone(kids, timeout=5), f"children outlived their SIGKILLed parent: {kids}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def _children_of(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids

@@ -221,6 +221,7 @@ def run_invocation(shell: GuestShell, inv: Invocation,
     if before is None:
         before = counters.snapshot(shell)
     start = time.monotonic()
+    log.info("selftest %s: running %s", inv.id, shlex.join(argv))
     res = shell.run(f"cd /root && {shlex.join(argv)} 2>&1", timeout=RUN_TIMEOUT)
     duration = time.monotonic() - start
     after = counters.snapshot(shell)
