@@ -163,7 +163,8 @@ def test_load_shipped_default_profile() -> None:
     p = qemu.load_machine_profile()
     assert p == qemu.MachineProfile(
         "default", 2048, 2, "q35", "qboot.rom", 512,
-        "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on i8042.noaux=1 i8042.nokbd=1",
+        "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on i8042.noaux=1 i8042.nokbd=1 "
+        "no_timer_check",
         "max")
 
 
