@@ -116,8 +116,11 @@ def cmd_workload_compare(args: argparse.Namespace) -> int:
     pred = None
     if args.repredict:
         from orchestrator.model import predict
+        from orchestrator.suites.workloads.driver import load_observation
 
-        pred = predict(spec, version=args.version)
+        obs = load_observation(args.dir, spec)  # pass-aligned, as the live run predicts
+        pred = predict(spec, version=args.version, wait_starts=obs.wait_starts,
+                       checkpoint_passes=obs.checkpoint_passes())
     v = compare_run_dir(args.dir, spec, pred)
     print(f"{spec.name}: {v.status}: {v.explanation}")
     return {"match": EXIT_OK, "mismatch": EXIT_TEST_FAILED}.get(v.status, EXIT_COULD_NOT_TEST)

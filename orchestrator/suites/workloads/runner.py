@@ -66,7 +66,8 @@ def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote:
 
     start = time.monotonic()
     obs = workload.run_workload(shell, spec, out_dir, driver_remote)
-    prediction = predict(spec, version=version, wait_starts=obs.wait_starts)
+    prediction = predict(spec, version=version, wait_starts=obs.wait_starts,
+                         checkpoint_passes=obs.checkpoint_passes())
     verdict = compare.compare(prediction, obs, spec, compare.load_scans(out_dir, obs))
     compare.write_verdict(out_dir, prediction, verdict)
     log.info("workload %s: %s", spec.name, verdict.status)
