@@ -202,6 +202,9 @@ def test_checkpoints_are_aligned_with_the_observed_pass() -> None:
     ahead = predict(spec, "6.12", wait_starts={3: 1}, checkpoint_passes={5: 4})
     assert at("after-madv-collapse", plain) == {(3, 2), (3, 3)}
     assert at("after-madv-collapse", ahead) == {(4, 3), (4, 4)}  # one more pass, exactly
+    # the wait's own checkpoint read settled only after the next periodic wake-up
+    late_read = predict(spec, "6.12", wait_starts={3: 1}, checkpoint_passes={3: 4})
+    assert at("after-two-passes", late_read) == {(4, 3), (4, 4)}
     series = load_workload("budget-time-series")  # t100ms..t600ms at steps 3..13
     states = at("t600ms", predict(series, "6.12", checkpoint_passes={13: 2}))
     assert (2, 0) in states and max(fs for fs, _ in states) == 2
