@@ -132,12 +132,7 @@ def cmd_workload_compare(args: argparse.Namespace) -> int:
     from orchestrator.spec import load_spec
 
     spec = load_spec(args.dir / "spec.toml")
-    pred = None
-    if args.repredict:
-        from orchestrator.model import predict
-
-        pred = predict(spec, version=args.version)
-    v = compare_run_dir(args.dir, spec, pred)
+    v = compare_run_dir(args.dir, spec, args.version if args.repredict else None)
     print(f"{spec.name}: {v.status}: {v.explanation}")
     return EXIT_FOR_WORKLOAD.get(v.status, EXIT_COULD_NOT_TEST)
 

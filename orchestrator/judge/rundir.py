@@ -36,11 +36,18 @@ from orchestrator.suites.workloads.trace import (
 log = logging.getLogger(__name__)
 
 
+def predict_for(spec: WorkloadSpec, obs: Observation, version: str) -> Prediction:
+    """The model's prediction aligned with the run: the pass counts the driver read
+    when each wait began and at each checkpoint (the model predicts per pass)."""
+    return predict(spec, version=version, wait_starts=obs.wait_starts,
+                   checkpoint_passes=obs.checkpoint_passes())
+
+
 def judge_workload(spec: WorkloadSpec, obs: Observation, out_dir: Path, version: str,
                    started: float | None = None) -> dict[str, Any]:
     """Predict `spec` for kernel `version`, compare with `obs` (and the trace in
     `out_dir`), write predicted.json and verdict.json; the result.json entry."""
-    prediction = predict(spec, version=version, wait_starts=obs.wait_starts)
+    prediction = predict_for(spec, obs, version)
     verdict = compare(prediction, obs, spec, load_scans(out_dir, obs))
     write_verdict(out_dir, prediction, verdict)
     log.info("workload %s: %s", spec.name, verdict.status)
@@ -76,13 +83,14 @@ def load_scans(run_dir: Path, obs: Observation) -> list[PmdScan] | None:
 
 
 def compare_run_dir(run_dir: Path, spec: WorkloadSpec | None = None,
-                    prediction: Prediction | None = None) -> Verdict:
+                    repredict: str | None = None) -> Verdict:
     """Offline comparison of one workload directory: driver.jsonl, trace.txt, and
-    spec.toml / predicted.json when `spec` / `prediction` are None. Rewrites
-    verdict.json and predicted.json."""
+    spec.toml when `spec` is None; predicted.json, or with `repredict` a new
+    prediction for that kernel version. Rewrites verdict.json and predicted.json."""
     if spec is None:
         spec = load_spec(run_dir / "spec.toml")
     obs = load_observation(run_dir, spec)
+    prediction = predict_for(spec, obs, repredict) if repredict else None
     if prediction is None:
         path = run_dir / "predicted.json"
         try:

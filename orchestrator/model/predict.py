@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None,
-            wait_starts: dict[int, int] | None = None) -> Prediction:
+            wait_starts: dict[int, int] | None = None,
+            checkpoint_passes: dict[int, int] | None = None) -> Prediction:
     """Predict counters, smaps and per-PMD decisions at every checkpoint of `spec`.
 
     `version` selects the profile (nearest known one, with a warning, if
@@ -26,12 +27,18 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
     `Observation.wait_starts`) aligns the model with the passes the kernel
     completed: a periodic wake-up that fell inside slow steps before a wait is run
     before the wait, so the wait counts the same passes as the kernel's.
+    `checkpoint_passes` (checkpoint step -> observed full_scans delta) does the
+    same for plain and time-series checkpoints: a kernel ahead of the model's
+    clock (the driver's steps and reads took time) is followed by running the
+    periodic wake-ups up to the observed pass; the other counters are then
+    compared exactly at that pass.
     """
     profile = load_version_profile(version)
     flt = faults or Faults()
 
     def make(ch: Chooser) -> WorkloadRun:
-        return WorkloadRun(spec, profile, flt, ch, wait_starts=wait_starts)
+        return WorkloadRun(spec, profile, flt, ch, wait_starts=wait_starts,
+                           checkpoint_passes=checkpoint_passes)
 
     runs = enumerate_runs(make)
     # schedules whose wait began at another pass than the driver saw are ruled out

@@ -186,3 +186,27 @@ def test_waits_are_aligned_with_the_passes_the_driver_saw() -> None:
     assert {dict(o.observation.counters)["full_scans"]
             for o in late.checkpoints[0].outcomes} == {4}
     assert "began at full_scans 2 (observed)" in late.checkpoints[0].outcomes[0].reasons[0]
+
+
+def test_checkpoints_are_aligned_with_the_observed_pass() -> None:
+    """A plain checkpoint the driver read after a periodic wake-up (its steps were slow):
+    the model runs that wake-up too and compares the other counters at that pass; a
+    time series whose kernel ran ahead of the model's clock is extended to the pass its
+    checkpoints saw."""
+    spec = load_workload("dontneed-empty-table")  # step 5: checkpoint after MADV_COLLAPSE
+
+    def at(label: str, pred: Any) -> set[tuple[int, int]]:
+        cp = next(c for c in pred.checkpoints if c.label == label)
+        return {(dict(o.observation.counters)["full_scans"],
+                 dict(o.observation.counters)["thp_scan_exceed_none_pte"]) for o in cp.outcomes}
+
+    plain = predict(spec, "6.12", wait_starts={3: 1})
+    ahead = predict(spec, "6.12", wait_starts={3: 1}, checkpoint_passes={5: 4})
+    assert at("after-madv-collapse", plain) == {(3, 2), (3, 3)}
+    assert at("after-madv-collapse", ahead) == {(4, 3), (4, 4)}  # one more pass, exactly
+    # the wait's own checkpoint read settled only after the next periodic wake-up
+    late_read = predict(spec, "6.12", wait_starts={3: 1}, checkpoint_passes={3: 4})
+    assert at("after-two-passes", late_read) == {(4, 3), (4, 4)}
+    series = load_workload("budget-time-series")  # t100ms..t600ms at steps 3..13
+    states = at("t600ms", predict(series, "6.12", checkpoint_passes={13: 2}))
+    assert (2, 0) in states and max(fs for fs, _ in states) == 2

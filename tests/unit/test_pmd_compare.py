@@ -71,7 +71,7 @@ def test_real_trace_matches_with_per_pmd_check(run: Path) -> None:
 @pytest.mark.parametrize("run", RUNS, ids=[r.name for r in RUNS])
 def test_compare_run_dir_on_real_runs(run: Path, tmp_path: Path) -> None:
     d = _copy(run, tmp_path)
-    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, repredict="6.12")
     assert v.status == "match", v.explanation
     assert json.loads((d / "verdict.json").read_text())["status"] == "match"
     assert "cuts" in json.loads((d / "predicted.json").read_text())["checkpoints"][0][
@@ -81,7 +81,7 @@ def test_compare_run_dir_on_real_runs(run: Path, tmp_path: Path) -> None:
 def test_changed_status_is_a_mismatch_naming_pmd_and_both_statuses(tmp_path: Path) -> None:
     d = _copy(DEBUG / "max-ptes-none-exceeded", tmp_path)
     _edit_trace(d, "status=exceed_none_pte", "status=succeeded", 1)
-    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, repredict="6.12")
     assert v.status == "mismatch"
     first = v.details[0]
     assert (first["kind"], first["checkpoint"], first["address"], first["observed"],
@@ -106,7 +106,7 @@ def test_counters_alone_would_match_the_edited_trace(tmp_path: Path) -> None:
 def test_missing_scan_event(tmp_path: Path) -> None:
     d = _copy(DEBUG / "max-ptes-none-exceeded", tmp_path)
     _edit_trace(d, "status=exceed_none_pte", "", 1)
-    v = rundir.compare_run_dir(d, prediction=predict(load_spec(d / "spec.toml")))
+    v = rundir.compare_run_dir(d, repredict="6.12")
     assert v.status == "mismatch"
     assert (f"checkpoint 'exceeded': PMD {REGION_A:#x} (parent a pmd 0), khugepaged scan 3: "
             "kernel no scan, model EXCEED_NONE_PTE") in v.explanation

@@ -156,6 +156,11 @@ class Observation:
     #: wait_scans step -> full_scans when it began, relative to the baseline checkpoint
     wait_starts: dict[int, int] = field(default_factory=dict)
 
+    def checkpoint_passes(self) -> dict[int, int]:
+        """Checkpoint step -> full_scans delta the driver read there (pass alignment)."""
+        return {c.step: c.deltas["full_scans"] for c in self.checkpoints
+                if c.step >= 0 and "full_scans" in c.deltas}
+
     def checkpoint(self, label: str) -> Checkpoint | None:
         """The checkpoint called `label`, or None."""
         return next((c for c in self.checkpoints if c.label == label), None)
