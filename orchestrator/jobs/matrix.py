@@ -104,9 +104,9 @@ def run_matrix(req: MatrixRunRequest, say: Say = print) -> MatrixRunOutcome:
         "started": _now(), "builds": [], "jobs": []}
     cache.write_json(out / MATRIX_RECORD, state)
     start = time.monotonic()
-    failed_kernels = _prepare(spec, jobs, out, state, say)
     runner = _Scheduler(spec, out, req.parallel, say)
     try:
+        failed_kernels = _prepare(spec, jobs, out, state, say)
         state["jobs"] = runner.run(jobs, failed_kernels)
     finally:
         state["jobs"] = state["jobs"] or runner.records

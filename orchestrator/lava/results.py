@@ -35,8 +35,9 @@ from orchestrator.suites import counters
 log = logging.getLogger(__name__)
 
 LOG_NAME = "output.yaml"
-_BEGIN = re.compile(rf"^{re.escape(MARK)} begin (\w+) (\S+)(?: (.*))?$")
-_END = re.compile(rf"^{re.escape(MARK)} end (\w+) (.+?)(?: rc=(\d+))?$")
+# searched, not matched: on a serial console a marker can follow the shell's prompt ("# ")
+_BEGIN = re.compile(rf"{re.escape(MARK)} begin (\w+) (\S+)(?: (.*))?$")
+_END = re.compile(rf"{re.escape(MARK)} end (\w+) (.+?)(?: rc=(\d+))?$")
 _PRINTK = re.compile(r"^\[\s*\d+\.\d+\] ")
 
 
@@ -116,12 +117,12 @@ def blocks(target: list[tuple[str, str]]) -> list[Block]:
     out: list[Block] = []
     cur: Block | None = None
     for dt, line in target:
-        m = _BEGIN.match(line)
+        m = _BEGIN.search(line)
         if m:
             cur = Block(m.group(1), m.group(2), m.group(3) or "", start=dt)
             out.append(cur)
             continue
-        m = _END.match(line)
+        m = _END.search(line)
         if m and cur is not None and m.group(1) == cur.kind:
             cur.rc = int(m.group(3)) if m.group(3) else None
             cur.end, cur.closed, cur = dt, True, None

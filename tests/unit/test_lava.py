@@ -75,7 +75,7 @@ def test_job_builds_lava_dispatchers_pipeline(tmp_path: Path) -> None:
 
 
 def test_blocks_survive_printk_lines_and_mark_a_cut_block() -> None:
-    target = [("2026-01-01T00:00:00", "@@thpvm-lava begin selftest anon"),
+    target = [("2026-01-01T00:00:00", "# @@thpvm-lava begin selftest anon"),  # after a prompt
               ("2026-01-01T00:00:01", "[   12.345678] random kernel line"),
               ("2026-01-01T00:00:02", "some output"),
               ("2026-01-01T00:00:03", "@@thpvm-lava end selftest anon rc=0"),
