@@ -81,7 +81,7 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
         suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
         append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
-        patches=args.patch)
+        patches=args.patch, allow_warn=args.allow_warn)
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -248,6 +248,9 @@ def _guest_args(p: argparse.ArgumentParser) -> None:
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    p.add_argument("--allow-warn", action="append", default=[], metavar="REGEX",
+                   help="tolerate kernel warnings with a console line matching REGEX "
+                        "(repeatable; by default any WARN during the run fails it)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("lockup", re.compile(r"(soft lockup - CPU#|Watchdog detected hard LOCKUP"
                           r"|rcu: INFO: rcu_\w+ (self-)?detected stall"
                           r"|INFO: task .+ blocked for more than)")),
-    ("warning", re.compile(r"^(WARNING: CPU: \d+ PID: \d+ at "
+    ("warning", re.compile(r"^(WARNING: |UBSAN: "  # WARN(), lockdep, RCU-lockdep, UBSAN
                            r"|------------\[ cut here \]------------)")),
 )
 CONTEXT_LINES = 25
