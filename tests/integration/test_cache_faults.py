@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from cachecopy import private_cache as private_cache_fixture  # noqa: F401
 
 from orchestrator import cache
 from orchestrator.build import image, kernel
 from orchestrator.cli import main
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.workloads import driver
-
-SHARED_DIRS = ("trees", "build", "ccache", "worktrees")
-COPIED_DIRS = ("kernels", "images", "tools", "accel")
-
-
-@pytest.fixture
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shared = cache.cache_root()
-    if not (shared / "kernels").is_dir() or not (shared / "images").is_dir():
-        pytest.skip("needs a built default kernel and image in the shared cache")
-    priv = tmp_path / "cache"
-    priv.mkdir()
-    for name in SHARED_DIRS:
-        if (shared / name).exists():
-            (priv / name).symlink_to(shared / name)
-    for name in COPIED_DIRS:
-        if (shared / name).exists():
-            subprocess.run(["cp", "-al", str(shared / name), str(priv / name)], check=True)
-    monkeypatch.setenv("THPVM_CACHE", str(priv))
-    return priv
 
 
 def damage(path: Path, keep: int | None = None, text: str | None = None) -> None:
