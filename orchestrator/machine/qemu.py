@@ -204,7 +204,13 @@ class Vm:
     def _no_marker_reason(self) -> str:
         """What ended the wait for the marker: QEMU exiting, the console closing, or time."""
         elapsed = time.monotonic() - self.started_at
-        code = self.popen.poll() if self.popen is not None else None
+        code = None
+        if self.popen is not None:  # a closed console usually means QEMU is exiting
+            closed = self.console is not None and self.console.closed
+            try:
+                code = self.popen.wait(timeout=2 if closed else 0.01)
+            except subprocess.TimeoutExpired:
+                code = None
         if code is not None:
             return f"QEMU exited with status {code} after {elapsed:.1f} s, before the marker"
         if self.console is not None and self.console.closed:
