@@ -112,10 +112,14 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def seal(entry: Path, files: Iterable[str]) -> None:
     """Write `entry/.sha256` for `files` (relative paths): call it after the last artifact."""
+    _write_seal(entry, [(file_sha256(entry / name), name) for name in files])
+
+
+def _write_seal(entry: Path, digests: list[tuple[str, str]]) -> None:
     lines = []
-    for name in sorted(files):
+    for digest_hex, name in sorted(digests, key=lambda d: d[1]):
         size, mtime = _stamp(entry / name)
-        lines.append(f"{file_sha256(entry / name)} {size} {mtime} {name}\n")
+        lines.append(f"{digest_hex} {size} {mtime} {name}\n")
     tmp = entry / (SEAL + ".tmp")
     tmp.write_text("".join(lines))
     tmp.replace(entry / SEAL)
@@ -147,7 +151,7 @@ def verify(entry: Path) -> str | None:
             return f"{path} changed since it was built (checksum mismatch)"
         restamp = True
     if restamp:  # same content, new mtime (a copy): remember the new stamp
-        seal(entry, [r[3] for r in rows])
+        _write_seal(entry, [(r[0], r[3]) for r in rows])
     return None
 
 
