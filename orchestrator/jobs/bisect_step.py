@@ -57,6 +57,8 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
                         help="extra kconfig option (may be repeated)")
     parser.add_argument("--accel", default="auto", help="QEMU accelerator (default auto)")
+    parser.add_argument("--allow-warn", action="append", default=[], metavar="REGEX",
+                        help="tolerate kernel warnings matching REGEX (repeatable)")
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +91,7 @@ class StepOptions:
     repeat: int = 1
     fragments: list[Path] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
+    allow_warn: list[str] = field(default_factory=list)
     accel: str = "auto"
     boot_failure: str = "skip"
     flaky: str = "skip"
@@ -100,6 +103,7 @@ class StepOptions:
         """Build from an argparse namespace made with `add_step_arguments`."""
         return cls(tree=args.tree, suite=split_suite(args.suite), repeat=args.repeat,
                    fragments=list(args.fragment), configs=list(args.config),
+                   allow_warn=list(args.allow_warn),
                    accel=args.accel, boot_failure=args.boot_failure, flaky=args.flaky,
                    step_log=args.step_log, out=args.out)
 
@@ -160,7 +164,7 @@ def _judge(opts: StepOptions, tester: trials.Tester, entry: dict[str, Any]) -> i
     entry.update(tree=str(tree), rev=rev, subject=gitrepo.subject(tree, rev))
     log.info("bisect-step: testing %s %s", rev[:12], entry["subject"])
     spec = trials.TrialSpec(tree=tree, suite=opts.suite, fragments=opts.fragments,
-                            configs=opts.configs, accel=opts.accel,
+                            configs=opts.configs, accel=opts.accel, allow_warn=opts.allow_warn,
                             boot_failure=opts.boot_failure)
     out_root = opts.out / rev[:12] if opts.out else None
     runs = trials.run_trials(spec, opts.repeat, out_root, tester, opts.flaky, label="run")

@@ -46,6 +46,7 @@ class BisectRequest:
     flaky: str = "skip"
     fragments: list[Path] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
+    allow_warn: list[str] = field(default_factory=list)
     accel: str = "auto"
     out: Path | None = None
 
@@ -82,6 +83,7 @@ def request_from_args(args: argparse.Namespace) -> BisectRequest:
                          suite=bisect_step.split_suite(args.suite), repeat=args.repeat,
                          boot_failure=args.boot_failure, flaky=args.flaky,
                          fragments=list(args.fragment), configs=list(args.config),
+                         allow_warn=list(args.allow_warn),
                          accel=args.accel, out=args.out)
 
 
@@ -106,6 +108,8 @@ def step_arguments(req: BisectRequest, run_dir: Path) -> list[str]:
         args += ["--fragment", str(frag.resolve())]
     for cfg in req.configs:
         args += ["--config", cfg]
+    for pattern in req.allow_warn:
+        args += ["--allow-warn", pattern]
     return args
 
 
@@ -120,9 +124,10 @@ def check_request(req: BisectRequest) -> None:
     for frag in req.fragments:
         if not frag.is_file():
             raise UserError(f"kconfig fragment not found: {frag}")
-    from orchestrator.jobs.vmtest import check_inputs
+    from orchestrator.jobs.vmtest import check_inputs, compile_allow_warn
 
     check_inputs(req.suite, [], req.fragments, req.configs, [])  # before the first build
+    compile_allow_warn(req.allow_warn)
 
 
 def run_bisect(req: BisectRequest, step_prefix: list[str] | None = None) -> BisectOutcome:

@@ -65,6 +65,7 @@ class TrialSpec:
     configs: list[str] = field(default_factory=list)
     accel: str = "auto"
     boot_failure: str = "skip"
+    allow_warn: list[str] = field(default_factory=list)
 
 
 Tester = Callable[[TrialSpec, Path | None], Outcome]
@@ -75,7 +76,8 @@ def vm_tester(spec: TrialSpec, out: Path | None) -> Outcome:
     from . import vmtest  # type: ignore[attr-defined]  # the lead's pipeline, imported late
 
     req = vmtest.VmTestRequest(tree=spec.tree, rev=None, fragments=list(spec.fragments),
-                               configs=list(spec.configs), out=out, accel=spec.accel)
+                               configs=list(spec.configs), out=out, accel=spec.accel,
+                               allow_warn=list(spec.allow_warn))
     if spec.suite:  # else the pipeline's default suite
         req.suite = list(spec.suite)
     return vmtest.run_vm_test(req)

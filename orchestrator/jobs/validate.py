@@ -57,6 +57,7 @@ class ValidateRequest:
     repeat: int = 1
     fragments: list[Path] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
+    allow_warn: list[str] = field(default_factory=list)
     accel: str = "auto"
     out: Path | None = None
 
@@ -112,7 +113,8 @@ def request_from_args(args: argparse.Namespace) -> ValidateRequest:
     return ValidateRequest(tree=args.tree, base=args.base, patches=list(args.patch),
                            head=args.head, suite=bisect_step.split_suite(args.suite),
                            repeat=args.repeat, fragments=list(args.fragment),
-                           configs=list(args.config), accel=args.accel, out=args.out)
+                           configs=list(args.config), accel=args.accel, out=args.out,
+                           allow_warn=list(args.allow_warn))
 
 
 def check_request(req: ValidateRequest) -> None:
@@ -124,9 +126,10 @@ def check_request(req: ValidateRequest) -> None:
     for path in [*req.patches, *req.fragments]:
         if not path.is_file():
             raise UserError(f"file not found: {path}")
-    from orchestrator.jobs.vmtest import check_inputs
+    from orchestrator.jobs.vmtest import check_inputs, compile_allow_warn
 
     check_inputs(req.suite, [], req.fragments, req.configs, [])  # before the first build
+    compile_allow_warn(req.allow_warn)
 
 
 def run_validate(req: ValidateRequest, tester: trials.Tester | None = None) -> ValidateOutcome:
@@ -164,7 +167,8 @@ def _test_side(req: ValidateRequest, scratch: Path, label: str, rev: str, run_di
     gitrepo.checkout(scratch, rev)
     log.info("validate: testing %s %s", label, rev[:12])
     spec = trials.TrialSpec(tree=scratch, suite=req.suite, fragments=req.fragments,
-                            configs=req.configs, accel=req.accel)
+                            configs=req.configs, accel=req.accel,
+                            allow_warn=req.allow_warn)
     runs = trials.run_trials(spec, req.repeat, run_dir / label, tester or trials.vm_tester,
                              flaky="majority", label="run")
     decision = trials.decide([r.status for r in runs], req.repeat, "majority")
