@@ -64,7 +64,7 @@ def test_allow_warn_is_repeatable_on_vm_test() -> None:
 
 
 def test_allow_warn_reaches_every_bisect_step_and_validate() -> None:
-    from orchestrator.jobs import bisection, bisect_step, validate
+    from orchestrator.jobs import bisect_step, bisection, validate
 
     args = build_parser().parse_args(["bisect", "--tree", "/t", "--good", "a", "--bad", "b",
                                       "--allow-warn", "x.c:1"])
