@@ -249,3 +249,27 @@ def test_huge_madvise_call_and_pfn_run_are_guest_output_errors() -> None:
     if runs != text:
         with pytest.raises(GuestOutputError, match="pfn maps"):
             bounded(lambda: locate_scans(trace, parse_driver_output(runs, _spec(run))), 0)
+
+
+_PREDICTIONS: dict[str, Any] = {}
+
+
+@FUZZ
+@given(data=st.data())
+def test_comparison_of_fuzzed_driver_output_raises_only_guest_output_error(
+        data: st.DataObject) -> None:
+    """What the parsers let through must not crash the model comparison either."""
+    from orchestrator.judge import compare
+    from orchestrator.model import predict
+
+    run = data.draw(st.sampled_from(TRACED))
+    spec = _spec(run)
+    if spec.name not in _PREDICTIONS:
+        _PREDICTIONS[spec.name] = predict(spec, version="6.12")
+    obs = parse_driver_output(data.draw(mutated([run / "driver.jsonl"])), spec)
+    try:
+        scans = locate_scans(parse_trace((run / "trace.txt").read_text()), obs)
+        verdict = compare.compare(_PREDICTIONS[spec.name], obs, spec, scans)
+    except GuestOutputError:
+        return
+    assert verdict.status in ("match", "mismatch", "error")
