@@ -273,3 +273,13 @@ def test_comparison_of_fuzzed_driver_output_raises_only_guest_output_error(
     except GuestOutputError:
         return
     assert verdict.status in ("match", "mismatch", "error")
+
+
+def test_console_keeps_at_most_max_events() -> None:
+    from orchestrator.machine import console
+
+    spam = "WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x0/0x1\n" * (console.MAX_EVENTS + 50)
+    c = console.Classifier()
+    for line in spam.splitlines():
+        c.feed(line)
+    assert len(c.events) == console.MAX_EVENTS and c.dropped == 50
