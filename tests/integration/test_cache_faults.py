@@ -14,13 +14,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cachecopy import private_cache as private_cache_fixture  # noqa: F401
+from cachecopy import make_private_cache
 
 from orchestrator import cache
 from orchestrator.build import image, kernel
 from orchestrator.cli import main
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.workloads import driver
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_private_cache(tmp_path, monkeypatch)
 
 
 def damage(path: Path, keep: int | None = None, text: str | None = None) -> None:

@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cachecopy import private_cache as private_cache_fixture  # noqa: F401
+from cachecopy import make_private_cache
 
 from orchestrator.cli import main
 from orchestrator.data import KCONFIG_DIR
 from orchestrator.jobs import vmtest
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_private_cache(tmp_path, monkeypatch)
 
 PROVOKE = ("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
            "echo WARNING > /sys/kernel/debug/provoke-crash/DIRECT")
