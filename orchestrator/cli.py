@@ -248,6 +248,9 @@ def _guest_args(p: argparse.ArgumentParser) -> None:
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+
+
+def _verdict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-warn", action="append", default=[], metavar="REGEX",
                    help="tolerate kernel warnings with a console line matching REGEX "
                         "(repeatable; by default any WARN during the run fails it)")
@@ -298,6 +301,7 @@ def _add_guest_commands(sub: Sub) -> None:
                          "workloads:NAME[+NAME] | all (repeatable; default selftest,workloads)")
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
+    _verdict_args(vt)
     vt.set_defaults(handler=cmd_vm_test)
 
 
@@ -307,6 +311,7 @@ def _add_workload_commands(sub: Sub) -> None:
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
+    _verdict_args(wr)
     wr.set_defaults(handler=cmd_workload_run)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")
