@@ -15,6 +15,13 @@ Everything thpvm builds lives under one root, outside the repository:
 
 The root and every directory thpvm creates under it are private (0700): the
 cache holds SSH keys and the guests' disks.
+
+Every finished entry (a kernel, its selftest binary, an image, a tool) carries a
+seal, `<entry>/.sha256`, written LAST: the sha256, size and mtime of each of its
+files. `verify` checks it on use; a missing or mismatching seal means "not built",
+and the caller rebuilds the entry with a log line naming what was wrong. The full
+hash is computed only when a file's size+mtime stamp changed (a hard-linked or
+`cp -p` copy keeps it), so a verified 300 MB image costs a stat, not a second.
 """
 
 from __future__ import annotations
@@ -22,14 +29,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SEAL = ".sha256"
 
 
 def cache_root() -> Path:
@@ -129,3 +141,77 @@ def locked(path: Path, busy: str | None = None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def seal(entry: Path, files: Iterable[str]) -> None:
+    """Write `entry/.sha256` for `files` (relative paths): call it after the last artifact."""
+    _write_seal(entry, [(file_sha256(entry / name), name) for name in files])
+
+
+def _write_seal(entry: Path, digests: list[tuple[str, str]]) -> None:
+    lines = []
+    for digest_hex, name in sorted(digests, key=lambda d: d[1]):
+        size, mtime = _stamp(entry / name)
+        lines.append(f"{digest_hex} {size} {mtime} {name}\n")
+    tmp = entry / (SEAL + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(entry / SEAL)
+
+
+def verify(entry: Path) -> str | None:
+    """None if `entry` is sealed and every sealed file is intact, else what is wrong."""
+    try:
+        text = (entry / SEAL).read_text()
+    except FileNotFoundError:
+        return f"{entry / SEAL} is missing (an unfinished or older entry)"
+    except OSError as e:
+        return f"{entry / SEAL}: {e.strerror}"
+    rows = [line.split(" ", 3) for line in text.splitlines()]
+    if not rows or any(len(r) != 4 or not r[1].isdigit() or not r[2].isdigit() for r in rows):
+        return f"{entry / SEAL} is malformed"
+    restamp = False
+    for digest_hex, size, mtime, name in rows:
+        path = entry / name
+        try:
+            stamp = _stamp(path)
+        except OSError:
+            return f"{path} is missing"
+        if stamp == (int(size), int(mtime)):
+            continue
+        if stamp[0] != int(size):
+            return f"{path} has {stamp[0]} bytes, {size} when it was built (truncated?)"
+        if file_sha256(path) != digest_hex:
+            return f"{path} changed since it was built (checksum mismatch)"
+        restamp = True
+    if restamp:  # same content, new mtime (a copy): remember the new stamp
+        _write_seal(entry, [(r[0], r[3]) for r in rows])
+    return None
+
+
+def read_json_entry(path: Path) -> dict[str, object] | None:
+    """A JSON object from a cache file, or None (with a log line) if missing or corrupt."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        log.warning("cache entry %s is unreadable (%s): treating it as missing", path, e)
+        return None
+    if not isinstance(data, dict):
+        log.warning("cache entry %s is not a JSON object: treating it as missing", path)
+        return None
+    return data

@@ -86,7 +86,8 @@ def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
         workload_files=list(getattr(args, "workload", [])), accel=args.accel,
         append=getattr(args, "append", ""), out=getattr(args, "out", None),
         isolation=getattr(args, "isolation", "guest"),
-        machine=getattr(args, "machine", None) or "default")
+        machine=getattr(args, "machine", None) or "default",
+        allow_warn=list(getattr(args, "allow_warn", [])))
 
 
 def _test_template(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
@@ -385,6 +386,7 @@ def _test_args(p: argparse.ArgumentParser) -> None:
                    help="runs per kernel, decided by majority (default 1)")
     _kconfig_args(p)
     _accel_arg(p)
+    _verdict_args(p)
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
@@ -404,6 +406,12 @@ def _guest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
     p.add_argument("--machine", default="default", metavar="PROFILE",
                    help="machine profile: machine/profiles/<PROFILE>.toml or a path")
+
+
+def _verdict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-warn", action="append", default=[], metavar="REGEX",
+                   help="tolerate kernel warnings with a console line matching REGEX "
+                        "(repeatable; by default any WARN during the run fails it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,6 +460,7 @@ def _add_guest_commands(sub: Sub) -> None:
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
     _isolation_arg(vt)
+    _verdict_args(vt)
     vt.set_defaults(handler=cmd_vm_test)
 
 
@@ -468,6 +477,7 @@ def _add_workload_commands(sub: Sub) -> None:
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
     _isolation_arg(wr)
+    _verdict_args(wr)
     wr.set_defaults(handler=cmd_workload_run, suite=None)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")

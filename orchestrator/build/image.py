@@ -15,7 +15,6 @@ files owner-only (the base qcow2 0400).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from orchestrator.errors import ImageError, UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "debian-bookworm"
+IMAGE_FILES = ("rootfs.qcow2", "rootfs.sha256", "id_ed25519", "ssh_host_ed25519_key.pub")
 RECIPE_KEYS = {"name", "suite", "variant", "mirror", "packages", "files", "image"}
 
 
@@ -117,7 +117,7 @@ def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image
     """Build (or reuse) the base image for a recipe."""
     recipe = load_recipe(recipe_name)
     final = cache.cache_root() / "images" / f"{recipe.name}-{recipe.key()}"
-    if (final / "rootfs.sha256").exists() and not force:
+    if not force and _usable(final):
         log.info("image cache hit: %s", final)
         make_private(final)
         return Image(final, recipe.name)
@@ -134,9 +134,35 @@ def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image
     _install_keys(root, work)
     _make_disk(recipe, root, work)
     shutil.rmtree(root)
+    cache.seal(work, IMAGE_FILES)  # last: the entry is complete
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
     return Image(final, recipe.name)
+
+
+def _usable(final: Path) -> bool:
+    """The cached image is complete and intact (a bad one is logged and rebuilt). An
+    entry from before seals is adopted if its rootfs.sha256 matches the qcow2."""
+    bad = cache.verify(final)
+    if bad is None:
+        return True
+    if not final.exists():
+        return False
+    if not (final / cache.SEAL).exists() and _legacy_intact(final):
+        log.info("image cache entry %s: rootfs.sha256 matches, sealing it", final)
+        cache.seal(final, IMAGE_FILES)
+        return True
+    log.warning("image cache entry %s is bad (%s): rebuilding it", final, bad)
+    return False
+
+
+def _legacy_intact(final: Path) -> bool:
+    try:
+        want = (final / "rootfs.sha256").read_text().split()[0]
+        return all((final / f).is_file() for f in IMAGE_FILES) and \
+            sha256_file(final / "rootfs.qcow2") == want
+    except (OSError, IndexError):
+        return False
 
 
 def _mmdebstrap(recipe: Recipe, root: Path, log_path: Path) -> None:
@@ -200,11 +226,7 @@ def make_private(image_dir: Path) -> None:
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return cache.file_sha256(path)
 
 
 def make_overlay(image: Image, run_dir: Path) -> Path:

@@ -8,7 +8,6 @@ identity + the merged config + the compiler version. A key hit skips make.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ KERNEL_BASE_FRAGMENTS = ("kernel/configs/kvm_guest.config",)
 BuildProgress = Callable[[str], None]
 BUILD_TIMEOUT = 3 * 3600.0  # a hung make must not hang a bisect forever
 CONFIG_TIMEOUT = 600.0
+KERNEL_FILES = ("bzImage", "config", "System.map", "metadata.json")  # sealed in kernels/<key>
 
 
 @dataclass
@@ -153,9 +153,10 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
         gcc = compiler_version()
         key = cache.digest(tree.identity, config_text, gcc)
         art_dir = cache.cache_root() / "kernels" / key
-        if (art_dir / "metadata.json").exists():
+        cached = _load_artifacts(key, art_dir, tree)
+        if cached is not None:
             log.info("kernel cache hit: %s", art_dir)
-            return _load_artifacts(key, art_dir, tree)
+            return cached
         return _build(tree, config_text, key, gcc, slot_dir, req.jobs, progress)
 
 
@@ -295,6 +296,7 @@ def _collect(tree: KernelTree, key: str, gcc: str, obj: Path, build_log: Path,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ccache": ccache_stats(),
     }
     cache.write_json(tmp / "metadata.json", meta)
+    cache.seal(tmp, KERNEL_FILES)  # last: the entry is complete
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     log.info("kernel %s built in %.0f s: %s", release, seconds, final)
@@ -309,9 +311,16 @@ def ccache_stats() -> dict[str, str]:
             if k in ("direct_cache_hit", "preprocessed_cache_hit", "cache_miss")}
 
 
-def _load_artifacts(key: str, art_dir: Path, tree: KernelTree) -> KernelArtifacts:
-
-    meta = json.loads((art_dir / "metadata.json").read_text())
+def _load_artifacts(key: str, art_dir: Path, tree: KernelTree) -> KernelArtifacts | None:
+    """The cached build, or None (with a log line if an entry was there but bad)."""
+    if not art_dir.exists():
+        return None
+    bad = cache.verify(art_dir)
+    meta = cache.read_json_entry(art_dir / "metadata.json") if bad is None else None
+    if meta is None:
+        log.warning("kernel cache entry %s is bad (%s): rebuilding it", art_dir,
+                    bad or "metadata.json is not a JSON object")
+        return None
     return KernelArtifacts(key, art_dir, tree, True, 0.0, meta)
 
 

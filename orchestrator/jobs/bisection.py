@@ -82,6 +82,8 @@ def step_arguments(req: BisectRequest, run_dir: Path) -> list[str]:
         args += ["--fragment", str(frag.resolve())]
     for cfg in test.kernel.configs:
         args += ["--config", cfg]
+    for pattern in test.allow_warn:
+        args += ["--allow-warn", pattern]
     return args
 
 

@@ -11,6 +11,7 @@ UserError / InfraError otherwise, after writing what the run produced.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,7 @@ class VmTestRequest:
     append: str = ""
     out: Path | None = None
     isolation: str = "guest"  # "guest": a fresh guest per workload; "shared": one guest
+    allow_warn: list[str] = field(default_factory=list)  # regexes of tolerated kernel warnings
     machine: str = "default"  # machine profile (machine/profiles/<name>.toml or a path)
 
     def for_tree(self, tree: Path, out: Path | None) -> VmTestRequest:
@@ -145,6 +147,7 @@ def check_inputs(req: VmTestRequest) -> Suite:
     for spec in workload_suite.select(suite.workloads, req.workload_files):
         check_fits(spec, memory_mb)
     kernel.load_fragments(req.kernel.fragments, req.kernel.configs)
+    compile_allow_warn(req.allow_warn)
     for p in req.kernel.patches:
         if not p.is_file():
             raise UserError(f"--patch {p}: no such file")
@@ -193,9 +196,11 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
     """Run the whole job; see the module docstring for the exit-code contract.
     `progress` is a display for stage lines and a moving status line, or None."""
     suite = check_inputs(req)
+    allowed = compile_allow_warn(req.allow_warn)
     run = Run(req.out, progress)
     try:
         _pipeline(req, suite, run)
+        _judge_warnings(run, allowed)
     except ThpvmError as e:
         verdict = "bad-input" if isinstance(e, UserError) else "could-not-test"
         _finish(run, verdict, e.exit_code, e.message, e.detail)
@@ -450,6 +455,29 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
             run.failures.append(f"kernel crashed during workload {spec.name}")
             run.meta["crashed"] = True
             break
+
+
+def compile_allow_warn(patterns: list[str]) -> list[re.Pattern[str]]:
+    """--allow-warn regexes, compiled (a bad one is a UserError naming it)."""
+    try:
+        return [re.compile(p) for p in patterns]
+    except re.error as e:
+        raise UserError(f"--allow-warn {e.pattern!r}: not a regular expression: {e}") from e
+
+
+def _judge_warnings(run: Run, allowed: list[re.Pattern[str]]) -> None:
+    """A kernel warning on the console (WARN, lockdep, UBSAN: reports that let the run go
+    on) fails the run, naming the first one, unless an --allow-warn regex matches one of
+    its lines. Crashes (panic, oops/BUG, KASAN, lockups) already failed the test they hit."""
+    warnings = [e for e in run.events if e.get("kind") == "warning"]
+    failing = [e for e in warnings
+               if not any(p.search(line) for p in allowed for line in e.get("lines", []))]
+    for e in warnings:
+        if e not in failing:
+            log.info("kernel warning tolerated by --allow-warn: %s", e["lines"][0][:200])
+    if failing:
+        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+        run.failures.append(f"kernel warning: {failing[0]['lines'][0][:200]}{more}")
 
 
 def _finish(run: Run, verdict: str, code: int, reason: str, detail: str = "") -> dict[str, Any]:

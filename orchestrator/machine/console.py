@@ -36,10 +36,12 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("lockup", re.compile(r"(soft lockup - CPU#|Watchdog detected hard LOCKUP"
                           r"|rcu: INFO: rcu_\w+ (self-)?detected stall"
                           r"|INFO: task .+ blocked for more than)")),
-    ("warning", re.compile(r"^(WARNING: CPU: \d+ PID: \d+ at "
+    ("warning", re.compile(r"^(WARNING: |UBSAN: "  # WARN(), lockdep, RCU-lockdep, UBSAN
                            r"|------------\[ cut here \]------------)")),
 )
 CONTEXT_LINES = 25
+MAX_EVENTS = 1000  # a guest spamming WARNs must not grow memory without bound
+MAX_LINE = 1 << 16  # a partial line longer than this is classified as it is
 SEVERE = ("panic", "oops", "lockup", "hang", "exited")  # end a wait_for
 KERNEL_FAILURES = ("panic", "oops", "lockup", "hang")
 
@@ -82,6 +84,7 @@ class Classifier:
         self._open: ConsoleEvent | None = None
         self._remaining = 0
         self._seen_cut_here = False
+        self.dropped = 0  # events beyond MAX_EVENTS
 
     def feed(self, raw: str, at: float = 0.0) -> ConsoleEvent | None:
         """Consume one raw line; return a newly started event, if any."""
@@ -103,6 +106,9 @@ class Classifier:
         return self._add(ConsoleEvent(kind, at, [line]))
 
     def _add(self, event: ConsoleEvent) -> ConsoleEvent:
+        if len(self.events) >= MAX_EVENTS:
+            self.dropped += 1
+            return event  # reported to the caller, not kept
         self.events.append(event)
         if event.kind != "ready":
             self._open, self._remaining = event, CONTEXT_LINES
@@ -174,6 +180,8 @@ class ConsoleMonitor:
 
     def _lines(self, buf: str) -> str:
         *complete, rest = buf.split("\n")
+        if len(rest) > MAX_LINE:  # no newline for 64 KiB: do not buffer forever
+            complete, rest = [*complete, rest], ""
         now = time.monotonic()
         with self.lock:
             if self._expect is not None and self._expect in buf:

@@ -264,9 +264,10 @@ class Vm:
             self.boot_seconds = time.monotonic() - self.started_at
             log.info("guest ready in %.2f s", self.boot_seconds)
             return
+        why = ev.kind if ev else self._no_marker_reason()
         self.stop()
-        why = ev.kind if ev else f"no readiness marker within {self.req.ready_timeout:.0f} s"
-        lines = ev.lines if ev else _tail(self.req.run_dir / "serial.log").splitlines()
+        lines = ev.lines if ev else (_tail(self.req.run_dir / "serial.log").splitlines()
+                                     + _tail(self.qemu_log, 10).splitlines())
         raise BootError(f"guest did not boot: {why} (serial log: "
                         f"{self.req.run_dir / 'serial.log'})", "\n".join(lines[-30:]))
 
@@ -307,6 +308,23 @@ class Vm:
         self.stop()
         raise BootError(f"{self.req.accel} does not run the guest: {why} "
                         f"({took:.1f} s after start)", _tail(self.qemu_log))
+
+
+    def _no_marker_reason(self) -> str:
+        """What ended the wait for the marker: QEMU exiting, the console closing, or time."""
+        elapsed = time.monotonic() - self.started_at
+        code = None
+        if self.popen is not None:  # a closed console usually means QEMU is exiting
+            closed = self.console is not None and self.console.closed
+            try:
+                code = self.popen.wait(timeout=2 if closed else 0.01)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code is not None:
+            return f"QEMU exited with status {code} after {elapsed:.1f} s, before the marker"
+        if self.console is not None and self.console.closed:
+            return f"the serial console closed after {elapsed:.1f} s, before the marker"
+        return f"no readiness marker within {self.req.ready_timeout:.0f} s"
 
     def alive(self) -> bool:
         """QEMU still running."""
@@ -429,10 +447,9 @@ def choose_accel(requested: str) -> AccelChoice:
         return AccelChoice("kvm", "requested with --accel kvm")
     if not kvm_ok:
         return AccelChoice("tcg", "/dev/kvm missing or not accessible")
-    path = _verdict_path()
-    if path.exists():
-        v = json.loads(path.read_text())
-        return AccelChoice(v["accel"], f"remembered probe verdict: {v['reason']}")
+    v = cache.read_json_entry(_verdict_path())
+    if v is not None and v.get("accel") in ("kvm", "tcg"):
+        return AccelChoice(str(v["accel"]), f"remembered probe verdict: {v.get('reason', '')}")
     return AccelChoice("kvm", "probing KVM", probe_needed=True)
 
 

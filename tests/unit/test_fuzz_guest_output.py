@@ -249,3 +249,37 @@ def test_huge_madvise_call_and_pfn_run_are_guest_output_errors() -> None:
     if runs != text:
         with pytest.raises(GuestOutputError, match="pfn maps"):
             bounded(lambda: locate_scans(trace, parse_driver_output(runs, _spec(run))), 0)
+
+
+_PREDICTIONS: dict[str, Any] = {}
+
+
+@FUZZ
+@given(data=st.data())
+def test_comparison_of_fuzzed_driver_output_raises_only_guest_output_error(
+        data: st.DataObject) -> None:
+    """What the parsers let through must not crash the model comparison either."""
+    from orchestrator.judge import compare
+    from orchestrator.model import predict
+
+    run = data.draw(st.sampled_from(TRACED))
+    spec = _spec(run)
+    if spec.name not in _PREDICTIONS:
+        _PREDICTIONS[spec.name] = predict(spec, version="6.12")
+    obs = parse_driver_output(data.draw(mutated([run / "driver.jsonl"])), spec)
+    try:
+        scans = locate_scans(parse_trace((run / "trace.txt").read_text()), obs)
+        verdict = compare.compare(_PREDICTIONS[spec.name], obs, spec, scans)
+    except GuestOutputError:
+        return
+    assert verdict.status in ("match", "mismatch", "error")
+
+
+def test_console_keeps_at_most_max_events() -> None:
+    from orchestrator.machine import console
+
+    spam = "WARNING: CPU: 0 PID: 1 at mm/x.c:1 f+0x0/0x1\n" * (console.MAX_EVENTS + 50)
+    c = console.Classifier()
+    for line in spam.splitlines():
+        c.feed(line)
+    assert len(c.events) == console.MAX_EVENTS and c.dropped == 50

@@ -140,6 +140,36 @@ def test_cache_hit_does_not_wait_for_the_slot_lock(fake: Path, tmp_path: Path) -
     assert second.cached and second.key == first.key
 
 
+@pytest.mark.parametrize("damage", ["truncate-bzImage", "corrupt-metadata", "no-seal",
+                                    "metadata-not-object"])
+def test_a_bad_cache_entry_is_rebuilt_with_a_log_line(
+        fake: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15 rows 8-9: a truncated artifact, a corrupt metadata.json or a missing seal
+    is not a cache hit: the entry is rebuilt, with a warning naming what was wrong."""
+    first = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    size = first.bzimage.stat().st_size
+    if damage == "truncate-bzImage":
+        with open(first.bzimage, "r+b") as fh:
+            fh.truncate(size // 2)
+    elif damage == "corrupt-metadata":
+        (first.dir / "metadata.json").write_text('{"key": ')
+    elif damage == "metadata-not-object":
+        (first.dir / "metadata.json").write_text("[]")
+    else:
+        (first.dir / ".sha256").unlink()
+    (tmp_path / "make-calls").unlink()
+    second = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+
+    assert not second.cached and second.dir == first.dir
+    assert "bzImage" in calls(tmp_path)
+    assert second.bzimage.stat().st_size == size
+    assert second.metadata["kernel_release"] == first.metadata["kernel_release"]
+    warned = [r.getMessage() for r in caplog.records if "rebuilding it" in r.getMessage()]
+    assert len(warned) == 1 and str(first.dir) in warned[0], warned
+    third = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    assert third.cached
+
+
 def test_config_change_misses_the_cache(fake: Path, tmp_path: Path) -> None:
     first = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
     (tmp_path / "make-calls").unlink()

@@ -164,6 +164,20 @@ def test_hang_raises_boot_error_after_ready_timeout(req: qemu.BootRequest, pids:
     assert (req.run_dir / "serial.log").read_text() == ""
 
 
+def test_qemu_exiting_before_the_marker_says_so(req: qemu.BootRequest, pids: list[int],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 row 8: not "no readiness marker within 120 s" when QEMU is gone."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", "exit-at-boot")
+    monkeypatch.setenv("FAKE_QEMU_EXIT", "1")
+    vm = qemu.Vm(req)
+    with pytest.raises(BootError, match=r"QEMU exited with status 1 after [\d.]+ s") as info:
+        vm.start()
+    assert vm.popen is not None
+    pids.append(vm.popen.pid)
+    assert "within" not in info.value.message and info.value.exit_code == 125
+    assert gone(vm.popen.pid)
+
+
 def test_ignore_quit_is_killed(req: qemu.BootRequest, pids: list[int],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_QEMU_MODE", "ignore-quit")

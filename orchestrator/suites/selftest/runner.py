@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import proc
+from orchestrator import cache, proc
 from orchestrator.build.kernel import KernelArtifacts
 from orchestrator.data import SELFTEST_MATRIX
 from orchestrator.errors import BuildError, GuestError, UserError
@@ -150,8 +150,11 @@ def build_selftest(art: KernelArtifacts) -> Path:
     """Build (or reuse) the static khugepaged binary for a kernel build."""
     out = art.dir / "selftest"
     binary = out / "khugepaged"
-    if binary.is_file():
+    bad = cache.verify(out)
+    if bad is None:
         return binary
+    if out.exists():
+        log.warning("selftest cache entry is bad (%s): rebuilding it", bad)
     tree = art.tree.path
     iface = detect_interface(tree)
     scratch = art.dir / "selftest-src"
@@ -167,6 +170,7 @@ def build_selftest(art: KernelArtifacts) -> Path:
               # -include: some stable trees use KSFT_SKIP without including kselftest.h
               f"EXTRA_CFLAGS=-static -include {kselftest_h}", f"{tmp_out}/khugepaged"],
              log_path=art.dir / "selftest-build.log", error=BuildError)
+    cache.seal(tmp_out, ["khugepaged"])
     shutil.rmtree(out, ignore_errors=True)
     tmp_out.rename(out)
     shutil.rmtree(scratch, ignore_errors=True)
