@@ -180,7 +180,7 @@ def _cache_hit_without_lock(tree: KernelTree, fragments: list[kconfig.Fragment],
         return None
     key = cache.digest(tree.identity, config_text, compiler_version())
     art_dir = cache.cache_root() / "kernels" / key
-    if not (art_dir / "metadata.json").exists():
+    if cache.verify(art_dir) is not None:  # absent or bad: the locked path rebuilds it
         return None
     log.info("kernel cache hit (no lock needed): %s", art_dir)
     return _load_artifacts(key, art_dir, tree)

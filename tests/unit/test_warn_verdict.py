@@ -64,17 +64,20 @@ def test_allow_warn_is_repeatable_on_vm_test() -> None:
 
 
 def test_allow_warn_reaches_every_bisect_step_and_validate() -> None:
-    from orchestrator.jobs import bisect_step, bisection, validate
+    from orchestrator import cli
+    from orchestrator.jobs import bisection
+    from orchestrator.jobs.vmtest import VmTestRequest
 
     args = build_parser().parse_args(["bisect", "--tree", "/t", "--good", "a", "--bad", "b",
                                       "--allow-warn", "x.c:1"])
-    req = bisection.request_from_args(args)
-    assert req.allow_warn == ["x.c:1"]
-    step = bisect_step.StepOptions.from_args(build_parser().parse_args(
+    req = cli.bisect_request(args)
+    assert req.test.allow_warn == ["x.c:1"]
+    step = cli.step_options(build_parser().parse_args(
         ["bisect-step", *bisection.step_arguments(req, Path("/r"))]))
-    assert step.allow_warn == ["x.c:1"]
-    va = validate.request_from_args(build_parser().parse_args(
+    assert step.test.allow_warn == ["x.c:1"]
+    va = cli.validate_request(build_parser().parse_args(
         ["validate", "--tree", "/t", "--base", "a", "--head", "b", "--allow-warn", "y"]))
-    assert va.allow_warn == ["y"]
+    assert va.test.allow_warn == ["y"]
     with pytest.raises(UserError, match="--allow-warn"):
-        bisection.check_request(bisection.BisectRequest(Path("/t"), "a", "b", allow_warn=["("]))
+        bisection.check_request(bisection.BisectRequest(
+            Path("/t"), "a", "b", test=VmTestRequest(allow_warn=["("])))
