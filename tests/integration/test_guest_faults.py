@@ -25,7 +25,29 @@ from orchestrator.machine import session
 from orchestrator.machine.guest import SshShell
 from orchestrator.report.resultfile import validate_result
 
-WORKLOAD = "single-page-collapse"
+WORKLOAD = "fault-target"
+# a workload that keeps the guest busy long enough to inject a fault into it
+SLOW_SPEC = """format = 1
+name = "fault-target"
+description = "touch a page, then sleep: a target for fault injection"
+
+[[regions]]
+name = "a"
+pmds = 1
+
+[[steps]]
+op = "touch"
+region = "a"
+pages = "0"
+
+[[steps]]
+op = "sleep"
+ms = 120000
+
+[[steps]]
+op = "checkpoint"
+label = "end"
+"""
 
 
 def qemu_of(run_dir: Path) -> list[int]:
@@ -68,11 +90,18 @@ def result_of(run_dir: Path) -> dict:
     return result
 
 
-def vm_test_until_workload(out: Path) -> subprocess.Popen[str]:
-    """Start a vm-test with one workload; return once its driver is being set up."""
-    child = thpvm("vm-test", "--accel", "tcg", "--out", str(out),
-                  "--suite", f"workloads:{WORKLOAD}")
-    wait_until(lambda: (out / "workloads" / WORKLOAD / "driver-input.txt").exists(), 1500,
+def vm_test_until_workload(out: Path, before: Callable[[], None] = lambda: None
+                           ) -> subprocess.Popen[str]:
+    """Start a vm-test with one workload; call `before` once the guest is ready, and
+    return once the workload's driver is being set up."""
+    spec = out.parent / f"{WORKLOAD}.toml"
+    spec.write_text(SLOW_SPEC)
+    child = thpvm("workload", "run", "--accel", "tcg", "--out", str(out), str(spec))
+    serial = out / "serial.log"
+    wait_until(lambda: serial.exists() and "THPVM-READY-" in serial.read_text(errors="replace"),
+               1500, child, "the guest's readiness")
+    before()
+    wait_until(lambda: (out / "workloads" / WORKLOAD / "driver-input.txt").exists(), 300,
                child, "workload start")
     return child
 
@@ -105,10 +134,16 @@ def test_killed_sshd_is_a_lost_channel_not_a_kernel_failure(default_kernel, gues
                                                              tmp_path):
     """Row 4 + 13: sshd killed in a healthy guest: 125 'ssh-lost', a few lines of output."""
     out = tmp_path / "run"
-    child = vm_test_until_workload(out)
     img = guest_image
-    killer = SshShell("127.0.0.1", guest_port(out), img.ssh_key, img.host_key_pub)
-    killer.connect(timeout=60)
+    killer = SshShell("127.0.0.1", 0, img.ssh_key, img.host_key_pub)
+
+    def connect() -> None:
+        killer.port = guest_port(out)
+        killer.connect(timeout=60)
+
+    child = vm_test_until_workload(out)
+    time.sleep(2)  # the driver runs now (its sleep step lasts 120 s)
+    connect()
     try:
         killer.run("kill -9 $(pidof sshd)", timeout=30)
     except Exception:  # noqa: BLE001  our own session dies with sshd
