@@ -215,6 +215,8 @@ def test_sigterm_during_dmesg_collection_leaves_no_qemu(default_kernel, guest_im
         errors="replace"), 900, child, "the dmesg collection")
     assert qemu_of(out)
     child.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
     code, printed = finish(child, 60)
+    print(f"SIGTERM during dmesg: exit {code} after {time.monotonic() - sent:.1f} s")
     assert code == 130, printed
     assert not qemu_of(out), "QEMU outlived thpvm after SIGTERM during dmesg collection"
