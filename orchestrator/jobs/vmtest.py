@@ -416,7 +416,8 @@ def _lost(e: GuestError, d: Diagnosis) -> GuestError:
     """The infrastructure error for a guest lost without a kernel failure."""
     if d.alive or isinstance(e, GuestLost):
         return e
-    return GuestLost(f"{e.message}: guest lost ({d.kind}: {d.summary})",
+    why = d.kind if d.summary in e.message else f"{d.kind}: {d.summary}"
+    return GuestLost(f"{e.message}: guest lost ({why})",
                       "\n".join(d.lines) or e.detail)
 
 

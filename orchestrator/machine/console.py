@@ -139,6 +139,7 @@ class ConsoleMonitor:
         self.child: pexpect.fdpexpect.fdspawn | None = None
         self._expect: str | None = None  # a liveness probe's answer, awaited
         self._answered = False
+        self._probing = threading.Lock()
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect to QEMU's serial socket (QEMU waits for us before running the guest)."""
@@ -235,6 +236,10 @@ class ConsoleMonitor:
         runs one on ttyS0) to echo a fresh token; True if it did within `timeout`.
         The shell prints the token with an arithmetic result in it, so the terminal's
         echo of the typed line never counts as an answer."""
+        with self._probing:  # one probe at a time: they share the answer slot
+            return self._probe(timeout)
+
+    def _probe(self, timeout: float) -> bool:
         token = uuid.uuid4().hex[:12]
         with self.lock:
             self._expect, self._answered = f"THPVM-ALIVE-42-{token}", False

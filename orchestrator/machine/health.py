@@ -17,13 +17,16 @@ else decides. The evidence, cheapest first, each step with its own deadline:
    both answer                                                     → `alive` (the one
    command or channel failed, not the guest)
 
-A kernel hang is thus found within QMP_TIMEOUT + CONSOLE_PROBE_TIMEOUT (< 60 s).
+After a failed command a kernel hang is found within QMP_TIMEOUT +
+CONSOLE_PROBE_TIMEOUT (< 60 s); while a command runs, `Watch` finds it within
+PROBE_EVERY + CONSOLE_PROBE_TIMEOUT (< 60 s) of its start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 
 QMP_TIMEOUT = 5.0
 CONSOLE_PROBE_TIMEOUT = 40.0
+PROBE_EVERY = 15.0  # console probes while a guest operation runs (see Watch)
 SSH_PROBE_TIMEOUT = 15.0
 DRAIN_TIMEOUT = 5.0  # for the console thread to read what QEMU wrote before exiting
 INFRA_KINDS = ("qemu-exited", "qemu-stopped", "qemu-paused", "qemu-unresponsive", "ssh-lost")
@@ -98,12 +102,51 @@ def check_host(vm: qemu.Vm) -> None:
         raise GuestError(f"guest lost: {fault.summary}")
 
 
-def diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool]) -> Diagnosis:
+class Watch:
+    """`SshShell.liveness` for one guest, called by every operation's watchdog every
+    few seconds: QEMU's process state each time, the console shell every PROBE_EVERY
+    s. So a stopped QEMU ends an SSH wait within seconds and a silent kernel hang
+    within PROBE_EVERY + CONSOLE_PROBE_TIMEOUT, whatever the command's own deadline.
+    What it found is kept in `found` for `diagnose`."""
+
+    def __init__(self, vm: qemu.Vm, probe_every: float = PROBE_EVERY) -> None:
+        self.vm, self.every = vm, probe_every
+        self.last_probe = time.monotonic()
+        self.found: Diagnosis | None = None
+        self._probing = threading.Lock()
+
+    def __call__(self) -> None:
+        fault = host_fault(self.vm)
+        if fault is None and time.monotonic() - self.last_probe >= self.every:
+            fault = self._probe()
+        if fault is not None:
+            self.found = self.found or fault
+            raise GuestError(f"guest lost: {fault.summary}")
+
+    def _probe(self) -> Diagnosis | None:
+        if not self._probing.acquire(blocking=False):
+            return None  # another operation's watchdog is probing right now
+        start = time.monotonic()
+        try:
+            console = self.vm.console
+            if console is None or console.probe(CONSOLE_PROBE_TIMEOUT):
+                return None
+            d = silent_console(self.vm)
+            return Diagnosis(d.kind, d.summary, d.lines, time.monotonic() - start)
+        finally:
+            self.last_probe = time.monotonic()
+            self._probing.release()
+
+
+def diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool],
+             found: Diagnosis | None = None) -> Diagnosis:
     """Classify a guest that failed to answer; see the module docstring.
-    `ssh_probe(timeout)` tries a fresh SSH session and says whether it answered."""
+    `ssh_probe(timeout)` tries a fresh SSH session and says whether it answered;
+    `found` is what a `Watch` already established (then nothing is probed again)."""
     start = time.monotonic()
-    d = _diagnose(vm, ssh_probe)
-    d = Diagnosis(d.kind, d.summary, d.lines, time.monotonic() - start)
+    d = found or _diagnose(vm, ssh_probe)
+    if found is None:
+        d = Diagnosis(d.kind, d.summary, d.lines, time.monotonic() - start)
     if d.kind == "hang" and vm.console is not None:
         vm.console.add_event("hang", [d.summary, *d.lines])
     elif d.kind == "qemu-exited" and vm.console is not None:
@@ -119,21 +162,27 @@ def _diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool]) -> Diagnosis:
     fault = host_fault(vm) or _qmp_fault(vm)
     if fault is not None:
         return fault
-    console = vm.console
-    if console is not None and not console.probe(CONSOLE_PROBE_TIMEOUT):
-        crash = kernel_failure(vm)  # it may have printed its crash meanwhile
-        if crash is not None:
-            return _from_event(crash)
-        fault = host_fault(vm)
-        if fault is not None:
-            return fault
-        return Diagnosis("hang", f"kernel hang: QEMU runs, but the serial console's shell "
-                         f"did not answer within {CONSOLE_PROBE_TIMEOUT:.0f} s (console "
-                         f"silent for {console.idle_seconds():.0f} s)", _serial_tail(vm))
+    if vm.console is not None and not vm.console.probe(CONSOLE_PROBE_TIMEOUT):
+        return silent_console(vm)
     if ssh_probe(SSH_PROBE_TIMEOUT):
         return Diagnosis("alive", "the guest answers on the console and over a new SSH session")
     return Diagnosis("ssh-lost", "SSH lost while the kernel still answers on the serial "
                      "console (sshd or the network, not the kernel)")
+
+
+def silent_console(vm: qemu.Vm) -> Diagnosis:
+    """The console shell did not answer: a crash printed meanwhile, QEMU gone or
+    stopped meanwhile, or else a kernel hang."""
+    crash = kernel_failure(vm)
+    if crash is not None:
+        return _from_event(crash)
+    fault = host_fault(vm) or _qmp_fault(vm)
+    if fault is not None:
+        return fault
+    idle = vm.console.idle_seconds() if vm.console is not None else 0.0
+    return Diagnosis("hang", f"kernel hang: QEMU runs, but the serial console's shell did "
+                     f"not answer within {CONSOLE_PROBE_TIMEOUT:.0f} s (console silent for "
+                     f"{idle:.0f} s)", _serial_tail(vm))
 
 
 def _qmp_fault(vm: qemu.Vm) -> Diagnosis | None:

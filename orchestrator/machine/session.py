@@ -48,7 +48,9 @@ class Guest:
         (the verdict of `health.diagnose`, remembered for the rest of the run)."""
         if self.lost is not None and not self.lost.alive:
             return self.lost
-        self.lost = health.diagnose(self.vm, self._ssh_answers)
+        watch = self.shell.liveness
+        found = watch.found if isinstance(watch, health.Watch) else None
+        self.lost = health.diagnose(self.vm, self._ssh_answers, found)
         if self.lost.alive and self.shell.client is None:  # closed by a deadline
             self.shell.connect(timeout=health.SSH_PROBE_TIMEOUT)
         return self.lost
@@ -83,7 +85,7 @@ def _boot(req: qemu.BootRequest) -> tuple[qemu.Vm, SshShell, float]:
     vm.__enter__()
     try:
         shell = SshShell("127.0.0.1", vm.port, req.image.ssh_key, req.image.host_key_pub,
-                         liveness=lambda: health.check_host(vm))
+                         liveness=health.Watch(vm))
         ssh_seconds = shell.connect(timeout=60)
         res = shell.run("true", timeout=30)
         if not res.ok:

@@ -467,3 +467,25 @@ def test_paused_guest_is_infrastructure(req: qemu.BootRequest, pids: list[int],
         d = _diagnose(vm, ssh_answers=True)
         assert (d.kind, d.kernel_failure) == ("qemu-paused", False)
         assert "paused" in d.summary
+
+
+def test_watch_probes_the_console_while_commands_run(
+        req: qemu.BootRequest, pids: list[int], monkeypatch: pytest.MonkeyPatch,
+        quick_probes: None) -> None:
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        watch = health.Watch(vm, probe_every=0)
+        watch()  # the console shell answers: nothing found
+        assert watch.found is None
+    monkeypatch.setenv("FAKE_QEMU_MODE", "mute-after-ready")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        watch = health.Watch(vm, probe_every=0)
+        with pytest.raises(GuestError, match="kernel hang"):
+            watch()
+        assert watch.found is not None and watch.found.kind == "hang"
+        d = health.diagnose(vm, lambda timeout: True, watch.found)
+        assert d is watch.found  # nothing probed again
+    assert [e.kind for e in vm.events] == ["ready", "hang"]

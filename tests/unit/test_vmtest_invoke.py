@@ -63,3 +63,16 @@ def test_lost_guest_without_kernel_failure_is_infrastructure(monkeypatch, kind):
         vmtest._invoke(FakeGuest(Diagnosis(kind, f"because {kind}")), INV)
     assert info.value.exit_code == 125
     assert f"guest lost ({kind}: because {kind})" in info.value.message
+
+
+def test_selftest_killed_by_a_signal_is_a_failure_naming_it(monkeypatch, tmp_path):
+    """A test program that crashes (SEGV) in a live guest: a test failure with its signal."""
+    monkeypatch.setattr(selftest, "prepare_guest", lambda shell, binary: None)
+    crashed = selftest.InvocationOutcome(INV, ["./khugepaged"], 139, "Run test: x\n", 1.0)
+    monkeypatch.setattr(vmtest, "_invoke", lambda g, inv, before=None: crashed)
+    run = vmtest.Run(tmp_path / "run", None)
+    vmtest._run_selftest(FakeGuest(Diagnosis("alive", "")), tmp_path / "bin", [INV], run, None)
+    [entry] = run.selftest["invocations"]
+    assert entry["status"] == "fail" and entry["exit_code"] == 139
+    assert entry["explanation"] == "killed by SIGSEGV (exit status 139)"
+    assert run.failures == ["selftest ./khugepaged: fail (killed by SIGSEGV (exit status 139))"]
