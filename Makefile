@@ -7,8 +7,10 @@ THPVM   := $(VENV)/bin/thpvm
 ARGS    ?=
 PYTEST_ARGS ?=
 BENCH_OUT ?= bench-results/bench-$(shell date +%Y%m%d-%H%M%S).json
+STRESS_OUT ?= bench-results/stress-$(shell date +%Y%m%d-%H%M%S).json
+STRESS_ARGS ?=
 
-.PHONY: setup setup-test vm-test test check unit bench clean clean-cache
+.PHONY: setup setup-test vm-test test check unit bench stress clean clean-cache
 
 setup:
 	@scripts/setup.sh $(VENV) run
@@ -37,6 +39,10 @@ unit: setup
 ## speed targets (boot->SSH, warm vm-test, model PTEs/s), written to $(BENCH_OUT)
 bench: setup
 	$(PY) bench/run.py --out $(BENCH_OUT)
+
+## verdicts under load: 20 x all workloads + 5 x vm-test with every core busy, to $(STRESS_OUT)
+stress: setup
+	$(PY) bench/stress.py --out $(STRESS_OUT) $(STRESS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info bench-results

@@ -12,6 +12,9 @@ Everything thpvm builds lives under one root, outside the repository:
     tools/<key>/              host-built guest tools (workload driver)
     runs/<id>/                run directories (unless --out)
     ccache/                   compiler cache
+
+The root and every directory thpvm creates under it are private (0700): the
+cache holds SSH keys and the guests' disks.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from orchestrator.errors import UserError
 
 
 def cache_root() -> Path:
@@ -37,10 +42,28 @@ def cache_root() -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """A directory under the cache root, created on demand."""
-    path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    """A directory under the cache root, created on demand (0700, like the root)."""
+    root = cache_root()
+    _private_dir(root)
+    st = root.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(root, 0o700)
+    path = root
+    for part in parts:
+        path = path / part
+        _private_dir(path)
     return path
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` 0700 (missing parents too); an existing directory is left as it is."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def digest(*items: str | bytes, length: int = 16) -> str:
@@ -60,7 +83,7 @@ def new_run_dir(label: str = "run") -> Path:
     for n in range(1000):
         path = runs / f"{stamp}-{label}-{n}"
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)
             return path
         except FileExistsError:
             continue
@@ -74,26 +97,35 @@ def write_json(path: Path, data: object) -> None:
     tmp.replace(path)
 
 
-def prune_runs(keep: int) -> list[Path]:
+def prune_runs(keep: int, busy: Callable[[Path], bool] | None = None) -> list[Path]:
     """Delete all but the `keep` newest run directories under the cache's runs/
-    (never a `--out` directory elsewhere); returns what was deleted."""
+    (never a `--out` directory elsewhere, never one `busy` says is in use);
+    returns what was deleted."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
     runs = sorted((p for p in cache_dir("runs").iterdir() if p.is_dir()),
                   key=lambda p: p.stat().st_mtime, reverse=True)
-    doomed = runs[keep:]
+    doomed = [p for p in runs[keep:] if busy is None or not busy(p)]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created on demand) for the block: waits."""
+def locked(path: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created on demand) for the `with` body.
+
+    Waits for the holder by default (builds shared through the cache). With `busy`,
+    does not wait: another holder is a UserError with that message (one bisect or
+    validate per scratch clone).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError as e:
+            raise UserError(busy or f"{path} is locked") from e
+        yield
+    finally:
+        os.close(fd)

@@ -20,8 +20,8 @@ from orchestrator import __version__
 from orchestrator.errors import (
     EXIT_ABORT,
     EXIT_COULD_NOT_TEST,
+    EXIT_FOR_WORKLOAD,
     EXIT_OK,
-    EXIT_TEST_FAILED,
     ThpvmError,
     UserError,
     exit_code_for,
@@ -34,6 +34,10 @@ Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 if TYPE_CHECKING:
     from orchestrator.build import kernel as kernel_types
+    from orchestrator.jobs import bisect_step as bisect_step_types
+    from orchestrator.jobs import bisection as bisection_types
+    from orchestrator.jobs import trials as trials_types
+    from orchestrator.jobs import validate as validate_types
     from orchestrator.jobs import vmtest as vmtest_types
     from orchestrator.machine import session as session_types
 
@@ -43,10 +47,7 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
                    help="kernel source tree (default: Debian linux-source-6.12)")
     p.add_argument("--rev",
                    help="git revision of --tree to build (checked out in a scratch worktree)")
-    p.add_argument("--fragment", type=Path, action="append", default=[],
-                   help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
-    p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
-                   help="one-off kconfig option (repeatable)")
+    _kconfig_args(p)
     p.add_argument("--patch", type=Path, action="append", default=[],
                    help="apply this patch (-p1) to a cached copy of the tree first (repeatable)")
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
@@ -55,8 +56,9 @@ def _tree_args(p: argparse.ArgumentParser) -> None:
 def _kernel_request(args: argparse.Namespace) -> kernel_types.KernelRequest:
     from orchestrator.build import kernel
 
-    return kernel.KernelRequest(args.tree, args.rev, args.fragment, args.config, args.jobs,
-                                args.patch)
+    return kernel.KernelRequest(getattr(args, "tree", None), getattr(args, "rev", None),
+                                list(args.fragment), list(args.config),
+                                getattr(args, "jobs", None), list(getattr(args, "patch", [])))
 
 
 def cmd_kernel_build(args: argparse.Namespace) -> int:
@@ -75,13 +77,30 @@ def cmd_kernel_build(args: argparse.Namespace) -> int:
 
 
 def _vm_request(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
+    """The one request type, from any subcommand's options (missing ones: defaults)."""
     from orchestrator.jobs import vmtest
 
     return vmtest.VmTestRequest(
-        tree=args.tree, rev=args.rev, fragments=args.fragment, configs=args.config,
-        suite=args.suite or ["selftest", "workloads"], out=args.out, accel=args.accel,
-        append=args.append, jobs=args.jobs, workload_files=getattr(args, "workload", []),
-        patches=args.patch)
+        kernel=_kernel_request(args),
+        suite=vmtest.suite_items(args.suite) or list(vmtest.DEFAULT_SUITE),
+        workload_files=list(getattr(args, "workload", [])), accel=args.accel,
+        append=getattr(args, "append", ""), out=getattr(args, "out", None),
+        isolation=getattr(args, "isolation", "guest"),
+        machine=getattr(args, "machine", None) or "default")
+
+
+def _test_template(args: argparse.Namespace) -> vmtest_types.VmTestRequest:
+    """The test every bisect step / validate side runs (its tree is set per run)."""
+    return _vm_request(argparse.Namespace(**{**vars(args), "tree": None, "rev": None,
+                                             "patch": [], "out": None}))
+
+
+def _policy(args: argparse.Namespace) -> trials_types.TrialPolicy:
+    from orchestrator.jobs import trials
+
+    return trials.TrialPolicy(repeat=args.repeat,
+                              boot_failure=getattr(args, "boot_failure", "skip"),
+                              flaky=getattr(args, "flaky", "skip"))
 
 
 def cmd_vm_test(args: argparse.Namespace) -> int:
@@ -120,7 +139,7 @@ def cmd_workload_compare(args: argparse.Namespace) -> int:
         pred = predict(spec, version=args.version)
     v = compare_run_dir(args.dir, spec, pred)
     print(f"{spec.name}: {v.status}: {v.explanation}")
-    return {"match": EXIT_OK, "mismatch": EXIT_TEST_FAILED}.get(v.status, EXIT_COULD_NOT_TEST)
+    return EXIT_FOR_WORKLOAD.get(v.status, EXIT_COULD_NOT_TEST)
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
@@ -140,7 +159,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     img = image.build_image()
     run_dir = args.out or cache.new_run_dir("boot")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with session.guest(art.bzimage, img, run_dir, args.accel, args.append) as g:
+    with session.guest(art.bzimage, img, run_dir, args.accel, args.append,
+                       args.machine) as g:
         print(f"booted {art.release} with {g.accel} ({g.accel_reason}): "
               f"ready in {g.boot_seconds:.2f} s, SSH in {g.ssh_seconds:.2f} s "
               f"({g.boot_seconds + g.ssh_seconds:.2f} s total)")
@@ -189,7 +209,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.prune is not None:
         if args.prune < 0:
             raise UserError(f"--prune {args.prune}: expected a number of runs to keep (>= 0)")
-        for path in cache.prune_runs(args.prune):
+        from orchestrator.machine import leftovers
+
+        for line in leftovers.reap(cache.cache_dir("runs")):
+            print(line)
+        for path in cache.prune_runs(args.prune, busy=leftovers.in_use):
             print(f"deleted {path}")
         return EXIT_OK
     runs = list_runs(args.root or cache.cache_dir("runs"), limit=args.limit)
@@ -218,10 +242,35 @@ def cmd_model_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def bisect_request(args: argparse.Namespace) -> bisection_types.BisectRequest:
+    """`thpvm bisect`'s options as its request."""
+    from orchestrator.jobs import bisection
+
+    return bisection.BisectRequest(tree=args.tree, good=args.good, bad=args.bad,
+                                   test=_test_template(args), policy=_policy(args), out=args.out)
+
+
+def step_options(args: argparse.Namespace) -> bisect_step_types.StepOptions:
+    """`thpvm bisect-step`'s options as its request."""
+    from orchestrator.jobs import bisect_step
+
+    return bisect_step.StepOptions(tree=args.tree, test=_test_template(args),
+                                   policy=_policy(args), step_log=args.step_log, out=args.out)
+
+
+def validate_request(args: argparse.Namespace) -> validate_types.ValidateRequest:
+    """`thpvm validate`'s options as its request."""
+    from orchestrator.jobs import validate
+
+    return validate.ValidateRequest(tree=args.tree, base=args.base, patches=list(args.patch),
+                                    head=args.head, test=_test_template(args),
+                                    repeat=args.repeat, out=args.out)
+
+
 def cmd_bisect(args: argparse.Namespace) -> int:
     from orchestrator.jobs import bisection
 
-    outcome = bisection.run_bisect(bisection.request_from_args(args))
+    outcome = bisection.run_bisect(bisect_request(args))
     print(outcome.report, end="")
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
@@ -230,24 +279,136 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 def cmd_bisect_step(args: argparse.Namespace) -> int:
     from orchestrator.jobs import bisect_step
 
-    return bisect_step.step_from_args(args)  # 0/1/125/128 only
+    return bisect_step.run_step(step_options(args))  # 0/1/125/128 only
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from orchestrator.jobs import validate
 
-    outcome = validate.run_validate(validate.request_from_args(args))
+    outcome = validate.run_validate(validate_request(args))
     print(outcome.report, end="")
     print(f"run directory: {outcome.run_dir}")
     return outcome.exit_code
 
 
-def _guest_args(p: argparse.ArgumentParser) -> None:
-    _tree_args(p)
+def cmd_matrix_plan(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix, matrixplan
+    from orchestrator.jobs.matrixspec import load_matrix
+
+    spec = load_matrix(args.file)
+    jobs = matrix.select_jobs(spec, args.shard, [])
+    if args.format == "github":
+        print(json.dumps(matrixplan.github_include(jobs, args.shards)))
+    elif args.format == "gitlab":
+        import yaml
+
+        doc = matrixplan.gitlab_child_pipeline(str(args.file), jobs, args.shards)
+        print(yaml.safe_dump(doc, sort_keys=False, width=1000), end="")
+    else:
+        print(json.dumps(matrixplan.plan_json(spec, jobs), indent=2))
+    return EXIT_OK
+
+
+def cmd_matrix_run(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import matrix
+
+    req = matrix.MatrixRunRequest(str(args.file), args.parallel, args.shard, args.out, args.only)
+    outcome = matrix.run_matrix(req, say=lambda line: print(line, flush=True))
+    print(f"matrix directory: {outcome.out}")
+    return outcome.exit_code
+
+
+def cmd_matrix_merge(args: argparse.Namespace) -> int:
+    from orchestrator import cache
+    from orchestrator.report import matrixmerge, matrixreport
+
+    merged = matrixmerge.merge_dirs(args.dirs)
+    out = args.out or cache.new_run_dir("matrix-merge")
+    summary = matrixreport.write_merged(merged, out)
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+    print(f"{summary['verdict']}: {len(merged.kernels)} kernels, {len(merged.jobs)} jobs, "
+          f"{counts or 'no cases'}")
+    for f in summary["flaky"]:
+        print(f"  flaky: {f['case']} on {f['kernel']}: {f['failed']} of {f['runs']} failed")
+    print(f"merged report: {out / matrixreport.HTML_NAME}")
+    return int(summary["exit_code"])
+
+
+def cmd_lava_job(args: argparse.Namespace) -> int:
+    from orchestrator.lava import job, validate
+
+    req = job.LavaJobRequest(_kernel_request(args), args.suite or ["selftest", "workloads"],
+                             args.out, args.machine)
+    written = job.write_job(req)
+    print(f"LAVA job: {written.path}")
+    errors = validate.schema_errors(written.path)
+    if errors:
+        raise UserError(f"{written.path}: rejected by lava_common's job schema: {errors}")
+    print("  lava_common schema: valid")
+    if args.lava_run_validate:
+        errors = validate.pipeline_errors(written.path, args.out / "lava-validate")
+        if errors:
+            raise UserError(f"{written.path}: lava-run --validate failed", errors)
+        print("  lava-run --validate: valid")
+    return EXIT_OK
+
+
+def cmd_lava_import(args: argparse.Namespace) -> int:
+    from orchestrator.lava import results
+    from orchestrator.report.progress import format_summary
+    from orchestrator.report.resultfile import load_result
+
+    code, run_dir = results.import_results(args.results_dir, args.out)
+    print(format_summary(load_result(run_dir), run_dir))
+    print(f"run directory: {run_dir}")
+    return code
+
+
+def _accel_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator; auto probes KVM once per host and falls back to TCG")
+
+
+def _kconfig_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fragment", type=Path, action="append", default=[],
+                   help="extra kconfig fragment on top of kconfigs/{base,thp}.config (repeatable)")
+    p.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
+                   help="one-off kconfig option (repeatable)")
+
+
+def _suite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", action="append", metavar="SUITE",
+                   help="selftest | selftest-full | selftest:ID[+ID] | workloads | "
+                        "workloads:NAME[+NAME] | all (comma-separated or repeated; "
+                        "default selftest,workloads)")
+
+
+def _test_args(p: argparse.ArgumentParser) -> None:
+    """The options of the test that bisect, bisect-step and validate run per kernel."""
+    _suite_arg(p)
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs per kernel, decided by majority (default 1)")
+    _kconfig_args(p)
+    _accel_arg(p)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    """How boot failures and disagreeing repeats are judged (bisect, bisect-step)."""
+    from orchestrator.jobs import trials
+
+    p.add_argument("--boot-failure", choices=trials.BOOT_POLICIES, default="skip",
+                   help="a kernel that does not boot is skipped (default) or bad")
+    p.add_argument("--flaky", choices=trials.FLAKY_POLICIES, default="skip",
+                   help="repeats that disagree: skip the commit (default) or take the majority")
+
+
+def _guest_args(p: argparse.ArgumentParser) -> None:
+    _tree_args(p)
+    _accel_arg(p)
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    p.add_argument("--machine", default="default", metavar="PROFILE",
+                   help="machine profile: machine/profiles/<PROFILE>.toml or a path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload_commands(sub)
     _add_result_commands(sub)
     _add_git_commands(sub)
+    _add_matrix_commands(sub)
+    _add_lava_commands(sub)
     return parser
 
 
@@ -290,12 +453,17 @@ def _add_guest_commands(sub: Sub) -> None:
 
     vt = sub.add_parser("vm-test", help="the main job: selftest + workloads vs model, verdict")
     _guest_args(vt)
-    vt.add_argument("--suite", action="append", metavar="SUITE",
-                    help="selftest | selftest-full | selftest:ID[+ID] | workloads | "
-                         "workloads:NAME[+NAME] | all (repeatable; default selftest,workloads)")
+    _suite_arg(vt)
     vt.add_argument("--workload", type=Path, action="append", default=[],
                     help="run this workload spec file too (repeatable)")
+    _isolation_arg(vt)
     vt.set_defaults(handler=cmd_vm_test)
+
+
+def _isolation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isolation", choices=["guest", "shared"], default="guest",
+                   help="guest (default): each workload in a fresh guest, so khugepaged has no "
+                        "history from the selftest or earlier workloads; shared: one guest")
 
 
 def _add_workload_commands(sub: Sub) -> None:
@@ -304,7 +472,8 @@ def _add_workload_commands(sub: Sub) -> None:
     wr = wl.add_parser("run", help="run workload specs in one guest, each compared with the model")
     _guest_args(wr)
     wr.add_argument("specs", nargs="+", type=Path, metavar="SPEC", help="workload spec files")
-    wr.set_defaults(handler=cmd_workload_run)
+    _isolation_arg(wr)
+    wr.set_defaults(handler=cmd_workload_run, suite=None)
 
     wc = wl.add_parser("compare", help="re-compare a workload run directory with the model")
     wc.add_argument("dir", type=Path, metavar="DIR",
@@ -335,7 +504,8 @@ def _add_result_commands(sub: Sub) -> None:
     rl.add_argument("--root", type=Path, help="runs directory (default: the cache's runs/)")
     rl.add_argument("--json", action="store_true", help="print the list as JSON")
     rl.add_argument("--prune", type=int, metavar="KEEP",
-                    help="delete all but the KEEP newest runs under the cache (not --out dirs)")
+                    help="reap what killed runs left (QEMU, sockets, disks), then delete all but "
+                         "the KEEP newest runs under the cache (not --out dirs, not live runs)")
     rl.set_defaults(handler=cmd_runs)
     dp = sub.add_parser("diff", help="compare two runs: case status, workload verdicts, counters")
     dp.add_argument("run_a", metavar="RUN_A", help="base run directory or run id")
@@ -349,18 +519,87 @@ def _add_result_commands(sub: Sub) -> None:
 
 def _add_git_commands(sub: Sub) -> None:
     """bisect, bisect-step, validate."""
-    from orchestrator.jobs import bisect_step, bisection, validate
-
     bi = sub.add_parser("bisect", help="find the first bad kernel commit (git bisect run)")
-    bisection.add_bisect_arguments(bi)
+    bi.add_argument("--tree", type=Path, required=True,
+                    help="the kernel git tree to bisect (left exactly as it is)")
+    bi.add_argument("--good", required=True, metavar="REV", help="a known good revision")
+    bi.add_argument("--bad", required=True, metavar="REV", help="a known bad revision")
+    _test_args(bi)
+    _policy_args(bi)
+    bi.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
     bi.set_defaults(handler=cmd_bisect)
+
     bs = sub.add_parser("bisect-step", help="judge the checked-out commit for git bisect run "
                         "(exit 0 good, 1 bad, 125 skip, 128 abort)")
-    bisect_step.add_step_arguments(bs)
+    bs.add_argument("--tree", type=Path, default=Path("."),
+                    help="kernel git tree to test as checked out (default: .)")
+    _test_args(bs)
+    _policy_args(bs)
+    bs.add_argument("--step-log", type=Path, default=None,
+                    help="append a JSON line per step here (default $THPVM_BISECT_LOG)")
+    bs.add_argument("--out", type=Path, default=None,
+                    help="directory for this step's run directories")
     bs.set_defaults(handler=cmd_bisect_step)
+
     va = sub.add_parser("validate", help="A/B test a patch or revision against a base")
-    validate.add_validate_arguments(va)
+    va.add_argument("--tree", type=Path, required=True,
+                    help="the kernel git tree (left exactly as it is)")
+    va.add_argument("--base", required=True, metavar="REV", help="the revision to compare with")
+    what = va.add_mutually_exclusive_group(required=True)
+    what.add_argument("--patch", type=Path, nargs="+", action="extend", default=[],
+                      metavar="FILE", help="mbox or diff patch(es) applied on --base, in order")
+    what.add_argument("--head", metavar="REV", help="a revision to compare with --base instead")
+    _test_args(va)
+    va.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
     va.set_defaults(handler=cmd_validate)
+
+
+def _add_matrix_commands(sub: Sub) -> None:
+    """matrix plan, run, merge."""
+    mx = sub.add_parser("matrix", help="many kernels x suites x repeats (local, CI, merge)")
+    msub = mx.add_subparsers(dest="sub", required=True)
+    mp = msub.add_parser("plan", help="list the jobs of a matrix file (stable ids)")
+    mp.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mp.add_argument("--format", default="json", choices=["json", "github", "gitlab"],
+                    help="json: the jobs; github: strategy.matrix include list; "
+                         "gitlab: a child pipeline with parallel:matrix")
+    mp.add_argument("--shards", type=int, default=0,
+                    help="github/gitlab: number of shards (default 0: one per job)")
+    mp.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mp.set_defaults(handler=cmd_matrix_plan)
+    mr = msub.add_parser("run", help="run a matrix's jobs here, N guests at a time")
+    mr.add_argument("file", type=Path, metavar="FILE", help="matrix TOML (or a shipped name)")
+    mr.add_argument("--jobs", dest="parallel", type=int, default=1, metavar="N",
+                    help="guests at a time (default 1)")
+    mr.add_argument("--shard", metavar="I/N", help="only the I-th of N deterministic slices")
+    mr.add_argument("--only", action="append", default=[], metavar="JOB_ID",
+                    help="only this job id (repeatable)")
+    mr.add_argument("--out", type=Path, help="matrix directory (default: under the cache)")
+    mr.set_defaults(handler=cmd_matrix_run)
+    mm = msub.add_parser("merge", help="merge matrix run directories into one report")
+    mm.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
+                    help="matrix or run directories (searched recursively)")
+    mm.add_argument("--out", type=Path, help="output directory (default: under the cache)")
+    mm.set_defaults(handler=cmd_matrix_merge)
+
+
+def _add_lava_commands(sub: Sub) -> None:
+    """lava job, lava import."""
+    lava = sub.add_parser("lava", help="LAVA: job definitions and importing their results")
+    lsub = lava.add_subparsers(dest="sub", required=True)
+    lj = lsub.add_parser("job", help="build kernel, image and tools; write a LAVA QEMU job")
+    _tree_args(lj)
+    lj.add_argument("--suite", action="append", metavar="SUITE", help="as for vm-test")
+    lj.add_argument("--out", type=Path, required=True, help="directory for job.yaml + files")
+    lj.add_argument("--machine", default="default", metavar="PROFILE", help="machine profile")
+    lj.add_argument("--lava-run-validate", action="store_true",
+                    help="also build lava-dispatcher's pipeline (lava-run --validate)")
+    lj.set_defaults(handler=cmd_lava_job)
+    li = lsub.add_parser("import", help="a LAVA job's results as a judged thpvm run directory")
+    li.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
+                    help="output.yaml (the LAVA job log) and job.yaml")
+    li.add_argument("--out", type=Path, help="run directory (default: under the cache)")
+    li.set_defaults(handler=cmd_lava_import)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -70,14 +70,42 @@ class GuestError(InfraError):
     """The guest connection was lost or a guest command timed out."""
 
 
+class GuestLost(GuestError):
+    """The guest stopped answering and the crash authority (machine/health.py) found
+    no kernel failure: QEMU exited or was stopped on the host, or SSH was lost."""
+
+
+class GuestOutputError(InfraError):
+    """The guest's output could not be used: malformed, or numbers beyond sane bounds."""
+
+
 class GuestTimeout(GuestError):
     """A guest command did not finish within its deadline (the guest may still be fine)."""
 
 
-class TestFailure(ThpvmError):
-    """Tests ran and something failed: a case, a model comparison, or a kernel crash in a test."""
+class CounterFormatError(GuestOutputError):
+    """The guest's counter output could not be read (a malformed or missing record)."""
 
-    exit_code = EXIT_TEST_FAILED
+
+class ResultSchemaError(ThpvmError):
+    """A result dict does not follow result.schema.json.
+
+    Produced by thpvm's own pipeline this is a thpvm bug (exit 128, like any
+    abort); `load_result` turns it into a `UserError` for a file the user gave.
+    `problems` lists each violation as 'path: message'.
+    """
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message, "\n".join(problems))
+        self.problems = problems
+
+
+# A test that ran and failed is not an exception: jobs return a verdict, and these
+# tables turn verdicts into exit codes.
+EXIT_FOR_STEP = {"good": EXIT_OK, "bad": EXIT_TEST_FAILED, "skip": EXIT_COULD_NOT_TEST}
+EXIT_FOR_VALIDATE = {"no-change": EXIT_OK, "improvement": EXIT_OK,
+                     "regression": EXIT_TEST_FAILED, "could-not-test": EXIT_COULD_NOT_TEST}
+EXIT_FOR_WORKLOAD = {"match": EXIT_OK, "mismatch": EXIT_TEST_FAILED}
 
 
 def exit_code_for(exc: BaseException) -> int:

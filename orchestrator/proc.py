@@ -3,11 +3,15 @@
 Every external command (make, mmdebstrap, qemu-img, gcc, git, QEMU itself)
 goes through `run` or `spawn`: argv lists only, the command logged, its output
 streamed line by line into a log file, a deadline, and the whole process group
-killed in `finally` so nothing outlives thpvm.
+killed in `finally` so nothing outlives thpvm. Even a SIGKILLed thpvm, which
+runs no `finally`, takes its children along: each is started with
+PR_SET_PDEATHSIG(SIGKILL) (see `_die_with_parent`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import shlex
@@ -72,6 +76,48 @@ def kill_group(popen: subprocess.Popen[bytes], grace: float = 3.0) -> None:
         log.error("process group %d did not die after SIGKILL", popen.pid)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` that makes the child get SIGKILL when thpvm dies, however it dies.
+
+    The kernel sends it when the *thread* that forked the child exits, so a child
+    must not outlive the thread that started it (every `Vm` and `run` is scoped to
+    one thread's `with`/call). If thpvm died before the prctl took effect, the child
+    sees another parent and exits at once instead of running orphaned.
+    """
+    prctl, parent = _prctl(), os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(126)
+
+    return preexec
+
+
+def stop_groups(popens: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    """Stop many children at once: SIGTERM every group (each child unwinds its own
+    `finally`, e.g. stops its QEMU), wait up to `grace` s for all, then SIGKILL the rest."""
+    for p in popens:
+        if p.poll() is None:
+            _killpg(p.pid, signal.SIGTERM)
+    deadline = Deadline.after(grace)
+    for p in popens:
+        try:
+            p.wait(timeout=deadline.remaining())
+        except subprocess.TimeoutExpired:
+            log.warning("process group %d ignored SIGTERM for %.0f s: SIGKILL", p.pid, grace)
+    for p in popens:
+        kill_group(p, grace=3.0)
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -88,13 +134,13 @@ def spawn(
     stdin: int | None = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start a long-lived child (QEMU) in its own process group; the caller must
-    `kill_group` it in a `finally`."""
+    `kill_group` it in a `finally`, and the kernel kills it if thpvm dies first."""
     argv = [str(a) for a in argv]
     log.debug("spawn: %s", shlex.join(argv))
     try:
         return subprocess.Popen(
             argv, cwd=cwd, env=_env(env), stdout=stdout, stderr=subprocess.STDOUT,
-            stdin=stdin, start_new_session=True,
+            stdin=stdin, start_new_session=True, preexec_fn=_die_with_parent(),
         )
     except FileNotFoundError as e:
         raise InfraError(f"command not found: {argv[0]} (run 'make setup')") from e
@@ -137,7 +183,7 @@ def run(
         popen = subprocess.Popen(
             args, cwd=cwd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent(),
         )
     except FileNotFoundError as e:
         raise error(f"command not found: {args[0]} (run 'make setup')") from e

@@ -11,13 +11,16 @@ File shape (all keys listed; anything else is an error)::
     format = 1                      # required, must be 1
     name = "max-ptes-none-at-limit" # required, [a-z0-9][a-z0-9._-]*
     description = "..."             # optional string
+    since = "7.2"                   # optional: oldest kernel (MAJOR.MINOR) it applies to
 
     [settings]                      # optional; see DEFAULT_SETTINGS for keys/defaults
     max_ptes_none = 256
+    "hugepages-64kB/enabled" = "always"   # per-size knobs: MTHP_KNOB_DEFAULTS (6.8+ kernels)
 
     [[regions]]                     # at least one
     name = "a"                      # required, unique, [A-Za-z0-9_]+
-    pmds = 1                        # exactly one of pmds (2 MiB units) / pages (4 KiB)
+    pmds = 1                        # exactly one of pmds (2 MiB units) / pages (4 KiB);
+                                    # all regions together at most 4 GiB (and the guest's memory)
     offset_pages = 0                # optional, 0..511: start misaligned by this many pages
     prot = "rw"                     # optional, "rw" (default) or "r", at mmap time
 
@@ -39,11 +42,11 @@ Ops and their keys (``pages`` is always optional and defaults to ``"all"``;
   memory and lives until the end of the workload. Only the parent may fork.
 * ``set``: ``set = { knob = value, ... }`` with knobs from DEFAULT_SETTINGS,
   written in SETTINGS_WRITE_ORDER (not file order).
-* ``wait_scans``: count (int >= 1), timeout_s (number > 0, default 30),
+* ``wait_scans``: count (int 1..10000), timeout_s (finite number in (0, 3600], default 30),
   label (optional); waits until full_scans advanced by ``count`` since the
   step started, then takes a checkpoint.
 * ``checkpoint``: label (optional).
-* ``sleep``: ms (int >= 0). Extension to the issue's format: sleep, then go on
+* ``sleep``: ms (int 0..3600000). Extension to the issue's format: sleep, then go on
   (no checkpoint); used where khugepaged does not run (``enabled = never``).
 
 Checkpoint labels default to ``"step<i>"`` (i = step index) and must be unique.
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -83,6 +87,12 @@ PMD_PAGES = 512
 PMD_SIZE = PAGE_SIZE * PMD_PAGES
 LAYOUT_BASE = 1 << 40  # 1 TiB: far away from libc's top-down mmap area
 LAYOUT_GAP = PMD_SIZE
+#: Sane upper bounds: all regions of a workload together (4 GiB; `check_fits` also
+#: holds them to the guest's memory), a wait_scans timeout, its scan count, a sleep.
+MAX_TOTAL_PAGES = 1 << 20
+MAX_WAIT_S = 3600
+MAX_SCAN_COUNT = 10_000
+MAX_SLEEP_MS = MAX_WAIT_S * 1000
 
 #: Effective sysfs settings of a workload when its [settings] table omits a key.
 #: Kernel defaults, except enabled=madvise and scan_sleep_millisecs=200.
@@ -101,6 +111,20 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
     }
 )
 
+#: Per-size anonymous mTHP knobs (`hugepages-<N>kB/enabled`, 6.8+), order 2 (16 kB) to the PMD
+#: order 9 (2048 kB) on x86-64. A workload's effective settings hold only the ones its file
+#: sets (older kernels lack them); the kernel defaults apply to the rest.
+MTHP_ORDERS: tuple[int, ...] = tuple(range(2, 10))
+MTHP_KNOB_DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {f"hugepages-{4 << o}kB/enabled": ("inherit" if o == 9 else "never") for o in MTHP_ORDERS})
+MTHP_VALUES = ("always", "madvise", "inherit", "never")
+
+
+def size_knob(order: int) -> str:
+    """The per-size `enabled` knob of folio order `order` (e.g. 4 -> hugepages-64kB/enabled)."""
+    return f"hugepages-{4 << order}kB/enabled"
+
+
 #: Order in which the driver writes knobs (initial [settings] and every `set`
 #: step): limits first, then the knobs that wake khugepaged (sleep times), and
 #: `enabled` (which starts/stops the thread) last, so a pass triggered by a
@@ -108,7 +132,7 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = MappingProxyType(
 SETTINGS_WRITE_ORDER: tuple[str, ...] = (
     "defrag", "use_zero_page", "khugepaged_defrag", "pages_to_scan", "max_ptes_none",
     "max_ptes_swap", "max_ptes_shared", "alloc_sleep_millisecs", "scan_sleep_millisecs",
-    "enabled",
+    *MTHP_KNOB_DEFAULTS, "enabled",
 )
 
 # knob -> (allowed strings) or (min, max) for integers; max None = unbounded
@@ -123,6 +147,7 @@ _KNOBS: dict[str, tuple[str, ...] | tuple[int, int | None]] = {
     "max_ptes_none": (0, PMD_PAGES - 1),
     "max_ptes_swap": (0, PMD_PAGES - 1),
     "max_ptes_shared": (0, PMD_PAGES - 1),
+    **{k: MTHP_VALUES for k in MTHP_KNOB_DEFAULTS},
 }
 
 ADVICES = ("hugepage", "nohugepage", "collapse", "pageout", "dontneed")
@@ -130,6 +155,8 @@ OPS = ("touch", "madvise", "mprotect", "munmap", "fork", "set", "wait_scans", "c
 CHECKPOINT_OPS = ("wait_scans", "checkpoint")
 PROCS = ("parent", "child")
 
+_RELEASE_RE = re.compile(r"(\d+)\.(\d+)")
+_SINCE_RE = re.compile(r"\d+\.\d+\Z")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _REGION_RE = re.compile(r"[A-Za-z0-9_]+\Z")
 _RANGE_RE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?\Z")
@@ -178,6 +205,14 @@ class WorkloadSpec:
     regions: tuple[Region, ...]
     steps: tuple[Step, ...]
     source: str
+    since: str | None = None
+
+    def applies_to(self, release: str) -> bool:
+        """Does the workload apply to kernel `release` ("7.2.13-amd64", "6.12")?"""
+        if self.since is None:
+            return True
+        m = _RELEASE_RE.match(release)
+        return m is None or (int(m.group(1)), int(m.group(2))) >= _version_key(self.since)
 
     def region(self, name: str) -> Region:
         """The region called `name` (KeyError if there is none)."""
@@ -199,6 +234,7 @@ class WorkloadSpec:
             "format": FORMAT_VERSION,
             "name": self.name,
             "description": self.description,
+            "since": self.since,
             "source": self.source,
             "settings": dict(self.settings),
             "regions": [
@@ -408,18 +444,28 @@ def parse_spec(text: str, source: str) -> WorkloadSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ctx.fail("(toml)", f"not valid TOML: {e}") from e
-    _no_unknown(ctx, doc, "", {"format", "name", "description", "settings", "regions", "steps"})
+    _no_unknown(ctx, doc, "",
+                {"format", "name", "description", "since", "settings", "regions", "steps"})
     if doc.get("format") != FORMAT_VERSION:
         raise ctx.fail("format", f"expected format = {FORMAT_VERSION}, got {doc.get('format')!r}")
     name = _get_str(ctx, doc, "name", "name", required=True)
     if not _NAME_RE.match(name):
         raise ctx.fail("name", f"expected [a-z0-9][a-z0-9._-]*, got {name!r}")
     description = _get_str(ctx, doc, "description", "description", default="")
+    since = doc.get("since")
+    if since is not None and not (isinstance(since, str) and _SINCE_RE.match(since)):
+        raise ctx.fail("since", f"expected a kernel version MAJOR.MINOR such as \"7.2\", "
+                                f"got {since!r}")
     settings = dict(DEFAULT_SETTINGS)
     settings.update(_parse_settings(ctx, doc.get("settings", {}), "settings"))
     regions = _parse_regions(ctx, doc.get("regions"))
     steps = _parse_steps(ctx, doc.get("steps"), {r.name: r for r in regions})
-    return WorkloadSpec(name, description, settings, regions, steps, source)
+    return WorkloadSpec(name, description, settings, regions, steps, source, since)
+
+
+def _version_key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _no_unknown(ctx: _Ctx, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
@@ -492,13 +538,26 @@ def _parse_regions(ctx: _Ctx, regions: Any) -> tuple[Region, ...]:
         if ("pmds" in t) == ("pages" in t):
             raise ctx.fail(p, "expected exactly one of 'pmds' (2 MiB units) or 'pages' (4 KiB)")
         if "pmds" in t:
-            pages = _get_int(ctx, t, "pmds", f"{p}.pmds", 1) * PMD_PAGES
+            pages = _get_int(ctx, t, "pmds", f"{p}.pmds", 1, MAX_TOTAL_PAGES // PMD_PAGES)
+            pages *= PMD_PAGES
         else:
-            pages = _get_int(ctx, t, "pages", f"{p}.pages", 1)
+            pages = _get_int(ctx, t, "pages", f"{p}.pages", 1, MAX_TOTAL_PAGES)
         off = _get_int(ctx, t, "offset_pages", f"{p}.offset_pages", 0, PMD_PAGES - 1, default=0)
         prot = _get_str(ctx, t, "prot", f"{p}.prot", default="rw", choices=("rw", "r"))
         out.append(Region(name, pages, off, prot))
+    total = sum(r.pages for r in out)
+    if total > MAX_TOTAL_PAGES:
+        raise ctx.fail("regions", f"{total} pages in all regions together; expected at most "
+                       f"{MAX_TOTAL_PAGES} ({MAX_TOTAL_PAGES * PAGE_SIZE >> 30} GiB)")
     return tuple(out)
+
+
+def check_fits(spec: WorkloadSpec, memory_mb: int) -> None:
+    """UserError (file and key) when the workload's regions exceed the guest's memory."""
+    total_mb = sum(r.pages for r in spec.regions) * PAGE_SIZE / (1 << 20)
+    if total_mb > memory_mb:
+        raise UserError(f"{spec.source}: regions: {total_mb:.0f} MiB of regions do not fit "
+                        f"in the guest's {memory_mb} MiB of memory")
 
 
 # op -> (allowed keys besides op/proc, takes a region)
@@ -589,13 +648,15 @@ def _parse_step(ctx: _Ctx, t: Mapping[str, Any], p: str, op: str, proc: str,
             raise ctx.fail(f"{p}.set", "expected a non-empty table of sysfs knobs")
         args["set"] = MappingProxyType(_parse_settings(ctx, t["set"], f"{p}.set"))
     elif op == "wait_scans":
-        args["count"] = _get_int(ctx, t, "count", f"{p}.count", 1)
+        args["count"] = _get_int(ctx, t, "count", f"{p}.count", 1, MAX_SCAN_COUNT)
         to = t.get("timeout_s", 30)
-        if isinstance(to, bool) or not isinstance(to, int | float) or to <= 0:
-            raise ctx.fail(f"{p}.timeout_s", f"expected a number > 0, got {to!r}")
+        if isinstance(to, bool) or not isinstance(to, int | float) or not math.isfinite(to) \
+                or not 0 < to <= MAX_WAIT_S:
+            raise ctx.fail(f"{p}.timeout_s",
+                           f"expected a finite number in (0, {MAX_WAIT_S}], got {to!r}")
         args["timeout_s"] = to
     elif op == "sleep":
-        args["ms"] = _get_int(ctx, t, "ms", f"{p}.ms", 0)
+        args["ms"] = _get_int(ctx, t, "ms", f"{p}.ms", 0, MAX_SLEEP_MS)
     if op in CHECKPOINT_OPS:
         args["label"] = _get_str(ctx, t, "label", f"{p}.label", default=f"step{i}")
     return Step(op, proc, region, MappingProxyType(args))

@@ -12,16 +12,14 @@ hashes in the user's repository first.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import proc
-from orchestrator.cache import cache_dir, digest
+from orchestrator.cache import cache_dir, digest, locked
 from orchestrator.errors import InfraError, ThpvmError, UserError
 
 log = logging.getLogger(__name__)
@@ -31,6 +29,9 @@ IDENTITY = {
     "GIT_AUTHOR_NAME": "thpvm", "GIT_AUTHOR_EMAIL": "thpvm@localhost",
     "GIT_COMMITTER_NAME": "thpvm", "GIT_COMMITTER_EMAIL": "thpvm@localhost",
 }
+# The kernel build's object directory inside trees thpvm owns (scratch clones, worktrees,
+# patched copies): kept by every checkout/clean so the next build stays incremental.
+OWNED_OBJ = ".thpvm-obj"
 # The user's global git config must not break thpvm's own commits (signing, hooks).
 SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null"]
 
@@ -159,24 +160,12 @@ def scratch_clone(user_repo: Path, purpose: str = "scratch") -> Iterator[Scratch
     holds the lock.
     """
     path = scratch_path(user_repo, purpose)
-    with _locked(path.parent / "lock"):
+    with locked(path.parent / "lock",
+                busy=f"another thpvm bisect/validate is using {path.parent}"):
         if not (path / ".git").is_dir():
             _make_clone(user_repo, path)
         _tidy(path)
         yield Scratch(path, user_repo)
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise UserError(f"another thpvm bisect/validate is using {lock_path.parent}") from e
-        yield
-    finally:
-        os.close(fd)
 
 
 def _make_clone(user_repo: Path, path: Path) -> None:
@@ -201,10 +190,8 @@ def checkout(scratch: Path, rev: str) -> None:
 
     Files git ignores are removed too (`clean -x`: `make O=` refuses a source
     tree with build products in it), except the kernel build's own object
-    directory (`sources.OWNED_OBJ`), which keeps the next build incremental.
+    directory (`OWNED_OBJ`), which keeps the next build incremental.
     """
-    from orchestrator.build.sources import OWNED_OBJ
-
     git(scratch, "checkout", "--quiet", "--force", "--detach", rev)
     git(scratch, "clean", "-q", "-f", "-d", "-x", "-e", f"/{OWNED_OBJ}")
 
@@ -225,10 +212,7 @@ def apply_patch(scratch: Path, patch: Path) -> str:
     diff with `git apply --index` and a commit named after the file. A patch
     that does not apply raises UserError naming the file and the failing hunk.
     """
-    check = git(scratch, "apply", "--check", "--verbose", str(patch), check=False)
-    if check.returncode != 0:
-        raise UserError(f"patch does not apply: {patch}: {failed_hunk(check.output)}",
-                        check.output.strip())
+    _check_applies(scratch, patch)
     # Dated like the commit below it: the same patch on the same base gives the same
     # hash, so re-validating it hits the kernel cache.
     date = out(scratch, "log", "-1", "--format=%cI", "HEAD")
@@ -244,6 +228,26 @@ def apply_patch(scratch: Path, patch: Path) -> str:
         git(scratch, "commit", "--quiet", "--no-verify", "-m", f"thpvm validate: {patch.name}",
             env=env)
     return head(scratch)
+
+
+def apply_to_tree(tree: Path, patch: Path) -> None:
+    """Apply `patch` (a mail or a bare diff, -p1) to the files of `tree`, git or not.
+
+    The same `git apply` that `apply_patch` commits with, so `--patch` means one thing
+    everywhere; it replaces the files it changes (hard-linked copies stay intact). A
+    patch that does not apply is a UserError naming the file and the failing hunk.
+    """
+    env = {"GIT_CEILING_DIRECTORIES": str(tree.parent)}  # never a repository around it
+    _check_applies(tree, patch, env)
+    git(tree, "apply", str(patch.resolve()), env=env, error=UserError)
+
+
+def _check_applies(tree: Path, patch: Path, env: Mapping[str, str] | None = None) -> None:
+    check = git(tree, "apply", "--check", "--verbose", str(patch.resolve()), check=False,
+                env=env)
+    if check.returncode != 0:
+        raise UserError(f"--patch {patch} does not apply: {failed_hunk(check.output)}",
+                        check.output.strip()[-2000:])
 
 
 def failed_hunk(output: str) -> str:

@@ -2,10 +2,15 @@
 
 A recipe (`vm-images/<name>.toml`) lists the Debian suite and packages and the
 files to install. `build_image` runs mmdebstrap (minbase) into a directory,
-installs the thpvm init, sshd settings and a per-image SSH key pair and host
-key, then `mkfs.ext4 -d` into a raw file and converts it to qcow2. The base
-image is cached by recipe content and made read-only: runs only ever boot a
-qcow2 overlay of it plus a fresh swap disk in their run directory.
+installs the thpvm init, sshd settings and the public half of a per-image SSH
+client key pair, then `mkfs.ext4 -d` into a raw file and converts it to qcow2.
+The base image is cached by recipe content and made read-only: runs only ever
+boot a qcow2 overlay of it plus a fresh swap disk in their run directory.
+
+No secret is inside the qcow2: the guest's SSH host key pair is generated next
+to it (0600) and handed to each boot on a separate read-only disk (see
+`machine.qemu.make_keys_disk`). The image directory is private (0700), its
+files owner-only (the base qcow2 0400).
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ class Image:
         return self.dir / "id_ed25519"
 
     @property
+    def host_key(self) -> Path:
+        """The guest's private SSH host key (outside the qcow2; injected per boot)."""
+        return self.dir / "ssh_host_ed25519_key"
+
+    @property
     def host_key_pub(self) -> Path:
         return self.dir / "ssh_host_ed25519_key.pub"
 
@@ -109,13 +119,15 @@ def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image
     final = cache.cache_root() / "images" / f"{recipe.name}-{recipe.key()}"
     if (final / "rootfs.sha256").exists() and not force:
         log.info("image cache hit: %s", final)
+        make_private(final)
         return Image(final, recipe.name)
     if os.geteuid() != 0:
         raise ImageError("building the guest image needs root (mmdebstrap into a directory "
                          "and mkfs.ext4 -d keep file ownership): run as root or with sudo")
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    cache.cache_dir("images")
+    work.mkdir(mode=0o700)
     root = work / "root"
     _mmdebstrap(recipe, root, work / "mmdebstrap.log")
     _install_files(recipe, root)
@@ -149,13 +161,14 @@ def _install_files(recipe: Recipe, root: Path) -> None:
 
 
 def _install_keys(root: Path, work: Path) -> None:
-    """Per-image client key pair (0600) and the guest's host key, generated now."""
+    """Per-image client key pair (0600) and the guest's host key pair, generated now;
+    the host key stays outside the root file system (injected at each boot)."""
     ssh = root / "etc/ssh"
     for old in ssh.glob("ssh_host_*"):
         old.unlink()
     proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "thpvm-host-key",
-              "-f", ssh / "ssh_host_ed25519_key"], error=ImageError)
-    shutil.copy2(ssh / "ssh_host_ed25519_key.pub", work / "ssh_host_ed25519_key.pub")
+              "-f", work / "ssh_host_ed25519_key"], error=ImageError)
+    os.chmod(work / "ssh_host_ed25519_key", 0o600)
     proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "thpvm",
               "-f", work / "id_ed25519"], error=ImageError)
     os.chmod(work / "id_ed25519", 0o600)
@@ -171,8 +184,18 @@ def _make_disk(recipe: Recipe, root: Path, work: Path) -> None:
     qcow2 = work / "rootfs.qcow2"
     proc.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], error=ImageError)
     raw.unlink()
-    os.chmod(qcow2, 0o444)
     (work / "rootfs.sha256").write_text(f"{sha256_file(qcow2)}  rootfs.qcow2\n")
+    make_private(work)
+
+
+def make_private(image_dir: Path) -> None:
+    """Owner-only image directory and files; the base qcow2 read-only (0400)."""
+    if image_dir.stat().st_uid != os.geteuid():
+        return
+    os.chmod(image_dir, 0o700)
+    for f in image_dir.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o400 if f.name == "rootfs.qcow2" else 0o600)
 
 
 def sha256_file(path: Path) -> str:
@@ -189,13 +212,14 @@ def make_overlay(image: Image, run_dir: Path) -> Path:
     overlay = run_dir / "rootfs-overlay.qcow2"
     proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
               image.qcow2, overlay], error=ImageError)
+    os.chmod(overlay, 0o600)  # the guest's writes: not for other users to read
     return overlay
 
 
 def make_swap(run_dir: Path, size_mb: int) -> Path:
     """A fresh sparse swap disk (mkswap on the host: no exec in the guest)."""
     swap = run_dir / "swap.img"
-    with open(swap, "wb") as fh:
+    with open(os.open(swap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.truncate(size_mb << 20)
     proc.run([sbin_tool("mkswap"), "-q", swap], error=ImageError)
     return swap

@@ -8,6 +8,7 @@ identity + the merged config + the compiler version. A key hit skips make.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from orchestrator import cache, proc
 from orchestrator.build import kconfig
-from orchestrator.build.sources import OWNED_OBJ, KernelTree, apply_patches, resolve_tree
+from orchestrator.build.git import OWNED_OBJ
+from orchestrator.build.sources import KernelTree, apply_patches, resolve_tree
 from orchestrator.data import KCONFIG_DIR
 from orchestrator.errors import BuildError, ConfigError
 
@@ -103,8 +105,7 @@ def make_config(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Pa
     fragments = [f.for_version(tree.version) for f in fragments]
     requested = kconfig.merge_fragments(fragments)
     workdir.mkdir(parents=True, exist_ok=True)
-    key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))
-    memo = workdir / f"final-{key}.config"
+    memo = _config_memo(tree, fragments, workdir)
     if memo.exists():  # same tree and fragments: olddefconfig would give the same result
         return memo.read_text()
     merged = workdir / "thpvm-fragments.config"
@@ -142,6 +143,9 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
     if req.patches:
         tree = apply_patches(tree, req.patches)
     slot_dir = cache.cache_dir("build", tree.slot)
+    hit = _cache_hit_without_lock(tree, fragments, slot_dir)
+    if hit is not None:
+        return hit
     with cache.locked(slot_dir / "lock"):
         log_path = slot_dir / "config.log"
         log_path.write_text("")
@@ -153,6 +157,32 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
             log.info("kernel cache hit: %s", art_dir)
             return _load_artifacts(key, art_dir, tree)
         return _build(tree, config_text, key, gcc, slot_dir, req.jobs, progress)
+
+
+def _config_memo(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Path) -> Path:
+    """Where make_config keeps the final .config of (tree, compiler, fragments)."""
+    key = cache.digest(tree.identity, compiler_version(), *(f.text() for f in fragments))
+    return workdir / f"final-{key}.config"
+
+
+def _cache_hit_without_lock(tree: KernelTree, fragments: list[kconfig.Fragment],
+                            slot_dir: Path) -> KernelArtifacts | None:
+    """A cached kernel needs no slot lock: the remembered final .config names its
+    key, and a finished build's directory appears by an atomic rename. So a run
+    whose kernel is cached does not wait behind another configuration of the same
+    tree being built (on a shared host that build can take half an hour)."""
+    applicable = [f.for_version(tree.version) for f in fragments]  # as make_config keys it
+    memo = _config_memo(tree, applicable, slot_dir / "config")
+    try:
+        config_text = memo.read_text()
+    except OSError:
+        return None
+    key = cache.digest(tree.identity, config_text, compiler_version())
+    art_dir = cache.cache_root() / "kernels" / key
+    if not (art_dir / "metadata.json").exists():
+        return None
+    log.info("kernel cache hit (no lock needed): %s", art_dir)
+    return _load_artifacts(key, art_dir, tree)
 
 
 def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
@@ -280,7 +310,6 @@ def ccache_stats() -> dict[str, str]:
 
 
 def _load_artifacts(key: str, art_dir: Path, tree: KernelTree) -> KernelArtifacts:
-    import json
 
     meta = json.loads((art_dir / "metadata.json").read_text())
     return KernelArtifacts(key, art_dir, tree, True, 0.0, meta)

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from orchestrator import cache, proc
 from orchestrator.build import debian
+from orchestrator.build import git as gitrepo
+from orchestrator.build.git import OWNED_OBJ
 from orchestrator.build.kconfig import Version
 from orchestrator.errors import BuildError, UserError
 
 log = logging.getLogger(__name__)
 
-OWNED_OBJ = ".thpvm-obj"  # object dir inside trees thpvm owns (see kernel.obj_dir)
 
 @dataclass(frozen=True)
 class KernelTree:
@@ -96,9 +97,9 @@ def resolve_tree(tree: Path | str | None, rev: str | None) -> KernelTree:
 
 
 def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
-    """A hard-linked copy of `base` in the cache with `patches` applied (`patch -p1`).
+    """A hard-linked copy of `base` in the cache with `patches` applied (`git apply`).
 
-    `patch` replaces the files it changes, so the base tree is never modified.
+    `git apply` replaces the files it changes, so the base tree is never modified.
     A patch that does not apply is a UserError naming the patch and its hunks.
     """
     texts = []
@@ -115,13 +116,12 @@ def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
         dest.mkdir(parents=True)
         proc.run(["cp", "-al", base.path, tree], error=BuildError)
         shutil.rmtree(tree / OWNED_OBJ, ignore_errors=True)
-        for p in patches:
-            res = proc.run(["patch", "-p1", "-N", "-s", "-d", tree, "-i", p.resolve()],
-                           check=False, error=BuildError)
-            if res.returncode != 0:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise UserError(f"--patch {p} does not apply to {base.path}",
-                                res.output.strip()[-2000:])
+        try:
+            for p in patches:
+                gitrepo.apply_to_tree(tree, p)
+        except UserError:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
         (dest / ".thpvm-complete").write_text("\n".join(map(str, patches)) + "\n")
     return KernelTree(tree, base.kind, ident, base.revision, dest.name)
 
@@ -149,7 +149,7 @@ def checkout_revision(repo: Path, rev: str) -> KernelTree:
 
 
 def _git(repo: Path, *args: str) -> str:
-    return proc.run(["git", "-C", repo, *args], error=BuildError).output
+    return gitrepo.git(repo, *args, error=BuildError).output
 
 
 def _stat_digest(path: Path) -> str:

@@ -19,7 +19,6 @@ meant for direct use: ``git bisect run thpvm bisect-step --suite selftest``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,104 +29,24 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.build import git as gitrepo
-from orchestrator.errors import EXIT_ABORT, ThpvmError, UserError
+from orchestrator.errors import EXIT_ABORT, EXIT_FOR_STEP, ThpvmError, UserError
 from orchestrator.jobs import trials
+from orchestrator.jobs.vmtest import VmTestRequest
 
 log = logging.getLogger(__name__)
 
 STEP_LOG_ENV = "THPVM_BISECT_LOG"
-STEP_EXIT = {trials.GOOD: 0, trials.BAD: 1, trials.SKIP: 125}
-SUITE_HELP = ("what to run (the vm-test syntax): selftest, selftest-full, selftest:ID[+ID], "
-              "workloads, workloads:NAME[+NAME] or all, comma-separated or repeated; "
-              "default: the vm-test default")
-
-
-def split_suite(values: list[str] | None) -> list[str]:
-    """`--suite a,b --suite c` -> ['a', 'b', 'c']; empty means the pipeline's default."""
-    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
-
-
-def add_test_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by `bisect`, `bisect-step` and `validate`."""
-    parser.add_argument("--suite", action="append", metavar="NAMES", help=SUITE_HELP)
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="runs per kernel, decided by majority (default 1)")
-    parser.add_argument("--fragment", action="append", default=[], type=Path, metavar="FILE",
-                        help="extra kconfig fragment (may be repeated)")
-    parser.add_argument("--config", action="append", default=[], metavar="CONFIG_X=y",
-                        help="extra kconfig option (may be repeated)")
-    parser.add_argument("--accel", default="auto", help="QEMU accelerator (default auto)")
-
-
-def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options saying how boot failures and disagreeing repeats are judged."""
-    parser.add_argument("--boot-failure", choices=trials.BOOT_POLICIES, default="skip",
-                        help="a kernel that does not boot is skipped (default) or bad")
-    parser.add_argument("--flaky", choices=trials.FLAKY_POLICIES, default="skip",
-                        help="repeats that disagree: skip the commit (default) or take the "
-                             "majority")
-
-
-def add_step_arguments(parser: argparse.ArgumentParser) -> None:
-    """All options of `thpvm bisect-step`."""
-    parser.add_argument("--tree", type=Path, default=Path("."),
-                        help="kernel git tree to test as checked out (default: .)")
-    add_test_arguments(parser)
-    add_policy_arguments(parser)
-    parser.add_argument("--step-log", type=Path, default=None,
-                        help=f"append a JSON line per step here (default ${STEP_LOG_ENV})")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="directory for this step's run directories")
 
 
 @dataclass
 class StepOptions:
-    """A parsed `bisect-step` invocation."""
+    """A `bisect-step` invocation: the test template, the policy, the step log."""
 
     tree: Path = Path(".")
-    suite: list[str] = field(default_factory=list)
-    repeat: int = 1
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    accel: str = "auto"
-    boot_failure: str = "skip"
-    flaky: str = "skip"
+    test: VmTestRequest = field(default_factory=VmTestRequest)
+    policy: trials.TrialPolicy = field(default_factory=trials.TrialPolicy)
     step_log: Path | None = None
     out: Path | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> StepOptions:
-        """Build from an argparse namespace made with `add_step_arguments`."""
-        return cls(tree=args.tree, suite=split_suite(args.suite), repeat=args.repeat,
-                   fragments=list(args.fragment), configs=list(args.config),
-                   accel=args.accel, boot_failure=args.boot_failure, flaky=args.flaky,
-                   step_log=args.step_log, out=args.out)
-
-
-def step_from_args(args: argparse.Namespace, tester: trials.Tester | None = None) -> int:
-    """Handler for a `bisect-step` subparser built with `add_step_arguments`."""
-    return run_step(StepOptions.from_args(args), tester)
-
-
-class _StepParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # never exit 2: git bisect would mark bad
-        raise UserError(f"bisect-step: {message}")
-
-
-def step_main(argv: list[str], tester: trials.Tester | None = None) -> int:
-    """`thpvm bisect-step` as a whole: parse argv, judge the commit, return 0/1/125/128.
-
-    Argument errors give 128 (abort), never argparse's 2 which `git bisect run`
-    would take for "bad".
-    """
-    parser = _StepParser(prog="thpvm bisect-step")
-    add_step_arguments(parser)
-    try:
-        opts = StepOptions.from_args(parser.parse_args(argv))
-    except UserError as e:
-        print(f"thpvm: {e.message}", file=sys.stderr)
-        return EXIT_ABORT
-    return run_step(opts, tester)
 
 
 def run_step(opts: StepOptions, tester: trials.Tester | None = None) -> int:
@@ -153,22 +72,18 @@ def run_step(opts: StepOptions, tester: trials.Tester | None = None) -> int:
 
 
 def _judge(opts: StepOptions, tester: trials.Tester, entry: dict[str, Any]) -> int:
-    if opts.repeat < 1:
-        raise UserError(f"--repeat must be at least 1, not {opts.repeat}")
+    opts.policy.check()
     tree = gitrepo.toplevel(opts.tree.resolve())
     rev = gitrepo.head(tree)
     entry.update(tree=str(tree), rev=rev, subject=gitrepo.subject(tree, rev))
     log.info("bisect-step: testing %s %s", rev[:12], entry["subject"])
-    spec = trials.TrialSpec(tree=tree, suite=opts.suite, fragments=opts.fragments,
-                            configs=opts.configs, accel=opts.accel,
-                            boot_failure=opts.boot_failure)
     out_root = opts.out / rev[:12] if opts.out else None
-    runs = trials.run_trials(spec, opts.repeat, out_root, tester, opts.flaky, label="run")
-    decision = trials.decide([r.status for r in runs], opts.repeat, opts.flaky)
+    runs = trials.run_trials(opts.test, tree, opts.policy, out_root, tester, label="run")
+    decision = trials.decide([r.status for r in runs], opts.policy.repeat, opts.policy.flaky)
     entry.update(decision=decision.verdict, flaky=decision.flaky, reason=decision.reason,
                  runs=[r.to_json() for r in runs])
     log.info("bisect-step: %s is %s: %s", rev[:12], decision.verdict, decision.reason)
-    return STEP_EXIT[decision.verdict]
+    return EXIT_FOR_STEP[decision.verdict]
 
 
 def _append_log(path: Path | None, entry: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ output) and ``git-bisect-log.txt`` (``git bisect log``, replayable).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import shutil
@@ -26,6 +25,7 @@ from orchestrator.build import git as gitrepo
 from orchestrator.cache import new_run_dir, write_json
 from orchestrator.errors import EXIT_ABORT, EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_USER_ERROR, UserError
 from orchestrator.jobs import bisect_step, trials
+from orchestrator.jobs.vmtest import VmTestRequest, check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,8 @@ class BisectRequest:
     tree: Path
     good: str
     bad: str
-    suite: list[str] = field(default_factory=list)
-    repeat: int = 1
-    boot_failure: str = "skip"
-    flaky: str = "skip"
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    accel: str = "auto"
+    test: VmTestRequest = field(default_factory=VmTestRequest)
+    policy: trials.TrialPolicy = field(default_factory=trials.TrialPolicy)
     out: Path | None = None
 
 
@@ -65,26 +60,6 @@ class BisectOutcome:
     user_tree_changes: list[str] = field(default_factory=list)
 
 
-def add_bisect_arguments(parser: argparse.ArgumentParser) -> None:
-    """All options of `thpvm bisect`."""
-    parser.add_argument("--tree", type=Path, required=True,
-                        help="the kernel git tree to bisect (left exactly as it is)")
-    parser.add_argument("--good", required=True, metavar="REV", help="a known good revision")
-    parser.add_argument("--bad", required=True, metavar="REV", help="a known bad revision")
-    bisect_step.add_test_arguments(parser)
-    bisect_step.add_policy_arguments(parser)
-    parser.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
-
-
-def request_from_args(args: argparse.Namespace) -> BisectRequest:
-    """A BisectRequest from a namespace made with `add_bisect_arguments`."""
-    return BisectRequest(tree=args.tree, good=args.good, bad=args.bad,
-                         suite=bisect_step.split_suite(args.suite), repeat=args.repeat,
-                         boot_failure=args.boot_failure, flaky=args.flaky,
-                         fragments=list(args.fragment), configs=list(args.config),
-                         accel=args.accel, out=args.out)
-
-
 def step_command() -> list[str]:
     """argv prefix that runs `thpvm bisect-step` with this very installation."""
     script = Path(sys.executable).parent / "thpvm"
@@ -97,29 +72,26 @@ def step_command() -> list[str]:
 
 def step_arguments(req: BisectRequest, run_dir: Path) -> list[str]:
     """The options `thpvm bisect` passes to every `bisect-step`."""
-    args = ["--repeat", str(req.repeat), "--boot-failure", req.boot_failure,
-            "--flaky", req.flaky, "--accel", req.accel, "--out", str(run_dir / "steps"),
+    pol, test = req.policy, req.test
+    args = ["--repeat", str(pol.repeat), "--boot-failure", pol.boot_failure,
+            "--flaky", pol.flaky, "--accel", test.accel, "--out", str(run_dir / "steps"),
             "--step-log", str(run_dir / "steps.jsonl")]
-    if req.suite:
-        args += ["--suite", ",".join(req.suite)]
-    for frag in req.fragments:
+    if test.suite:
+        args += ["--suite", ",".join(test.suite)]
+    for frag in test.kernel.fragments:
         args += ["--fragment", str(frag.resolve())]
-    for cfg in req.configs:
+    for cfg in test.kernel.configs:
         args += ["--config", cfg]
     return args
 
 
 def check_request(req: BisectRequest) -> None:
     """UserError for anything wrong that can be seen before the first build."""
-    if req.repeat < 1:
-        raise UserError(f"--repeat must be at least 1, not {req.repeat}")
-    if req.boot_failure not in trials.BOOT_POLICIES:
-        raise UserError(f"--boot-failure must be one of {trials.BOOT_POLICIES}")
-    if req.flaky not in trials.FLAKY_POLICIES:
-        raise UserError(f"--flaky must be one of {trials.FLAKY_POLICIES}")
-    for frag in req.fragments:
+    req.policy.check()
+    for frag in req.test.kernel.fragments:
         if not frag.is_file():
             raise UserError(f"kconfig fragment not found: {frag}")
+    check_inputs(req.test)  # before the first build
 
 
 def run_bisect(req: BisectRequest, step_prefix: list[str] | None = None) -> BisectOutcome:

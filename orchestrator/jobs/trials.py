@@ -7,7 +7,7 @@ Each run is classified from what `vmtest.run_vm_test` returned or raised:
 run                        status    outcome
 =========================  ========  ==============
 exit code 0                good      pass
-exit code 1, TestFailure   bad       fail
+exit code 1               bad       fail
 BuildError                 skip      build-failed
 ImageError                 skip      image-failed
 BootError                  skip/bad  boot-failed   (bad with boot_failure="bad")
@@ -36,9 +36,10 @@ from orchestrator.errors import (
     GuestError,
     ImageError,
     InfraError,
-    TestFailure,
     UserError,
 )
+from orchestrator.jobs import vmtest
+from orchestrator.jobs.vmtest import VmTestRequest
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +57,28 @@ class Outcome(Protocol):
 
 
 @dataclass
-class TrialSpec:
-    """Everything that says what to test on a tree, the same for every run."""
+class TrialPolicy:
+    """How often a kernel is tested and how its runs are judged."""
 
-    tree: Path
-    suite: list[str] = field(default_factory=list)
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    accel: str = "auto"
-    boot_failure: str = "skip"
+    repeat: int = 1
+    boot_failure: str = "skip"  # a kernel that does not boot: "skip" or "bad"
+    flaky: str = "skip"  # runs that disagree: "skip" the kernel or take the "majority"
+
+    def check(self) -> None:
+        """UserError naming the option that is out of range."""
+        if self.repeat < 1:
+            raise UserError(f"--repeat must be at least 1, not {self.repeat}")
+        if self.boot_failure not in BOOT_POLICIES:
+            raise UserError(f"--boot-failure must be one of {BOOT_POLICIES}")
+        if self.flaky not in FLAKY_POLICIES:
+            raise UserError(f"--flaky must be one of {FLAKY_POLICIES}")
 
 
-Tester = Callable[[TrialSpec, Path | None], Outcome]
+Tester = Callable[[VmTestRequest], Outcome]
 
 
-def vm_tester(spec: TrialSpec, out: Path | None) -> Outcome:
-    """The real tester: build, boot and test `spec.tree` as checked out (rev=None)."""
-    from . import vmtest  # type: ignore[attr-defined]  # the lead's pipeline, imported late
-
-    req = vmtest.VmTestRequest(tree=spec.tree, rev=None, fragments=list(spec.fragments),
-                               configs=list(spec.configs), out=out, accel=spec.accel)
-    if spec.suite:  # else the pipeline's default suite
-        req.suite = list(spec.suite)
+def vm_tester(req: VmTestRequest) -> Outcome:
+    """The real tester: the whole vm-test pipeline."""
     return vmtest.run_vm_test(req)
 
 
@@ -116,17 +117,16 @@ def infra_outcome(exc: InfraError) -> str:
     return "infra-failed"
 
 
-def run_once(spec: TrialSpec, index: int, out: Path | None, tester: Tester) -> RunRecord:
+def run_once(req: VmTestRequest, index: int, tester: Tester,
+             boot_failure: str = "skip") -> RunRecord:
     """Run the test once and classify it (see the module table)."""
     start = time.monotonic()
+    out = req.out
     try:
-        outcome = tester(spec, out)
-    except TestFailure as e:  # the pipeline normally returns exit code 1 instead
-        return RunRecord(index, BAD, "fail", time.monotonic() - start, error=e.message,
-                         run_dir=str(out) if out else None)
+        outcome = tester(req)
     except InfraError as e:
         name = infra_outcome(e)
-        status = BAD if isinstance(e, BootError) and spec.boot_failure == "bad" else SKIP
+        status = BAD if isinstance(e, BootError) and boot_failure == "bad" else SKIP
         log.warning("run %d: %s: %s", index, name, e.message)
         return RunRecord(index, status, name, time.monotonic() - start, error=e.message,
                          run_dir=str(out) if out else None)
@@ -148,23 +148,22 @@ def _record_outcome(index: int, outcome: Outcome, elapsed: float) -> RunRecord:
                      run_dir=str(outcome.run_dir), timings=dict(timings), result=result)
 
 
-def run_trials(spec: TrialSpec, repeat: int, out_root: Path | None, tester: Tester,
-               flaky: str = "skip", label: str = "run") -> list[RunRecord]:
-    """Run the test up to `repeat` times, stopping early when more runs cannot help.
-
-    Stops after a build or image failure (the same tree fails the same way) and,
-    with the `skip` flaky policy, as soon as two runs disagree.
+def run_trials(req: VmTestRequest, tree: Path, policy: TrialPolicy, out_root: Path | None,
+               tester: Tester, label: str = "run") -> list[RunRecord]:
+    """Test `tree` as checked out up to `policy.repeat` times, stopping early when more
+    runs cannot help: after a build or image failure (the same tree fails the same way)
+    and, with the `skip` flaky policy, as soon as two runs disagree.
     """
     records: list[RunRecord] = []
-    for i in range(repeat):
+    for i in range(policy.repeat):
         out = out_root / f"{label}-{i + 1}" if out_root else None
-        rec = run_once(spec, i + 1, out, tester)
+        rec = run_once(req.for_tree(tree, out), i + 1, tester, policy.boot_failure)
         records.append(rec)
-        log.info("%s %d/%d: %s (%s, %.0f s)", label, i + 1, repeat, rec.status, rec.outcome,
-                 rec.duration)
+        log.info("%s %d/%d: %s (%s, %.0f s)", label, i + 1, policy.repeat, rec.status,
+                 rec.outcome, rec.duration)
         if rec.outcome in ("build-failed", "image-failed"):
             break
-        if flaky == "skip" and disagree([r.status for r in records]):
+        if policy.flaky == "skip" and disagree([r.status for r in records]):
             break
     return records
 

@@ -26,7 +26,6 @@ repeat), ``validate.json`` and ``report.txt``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +33,14 @@ from typing import Any
 
 from orchestrator.build import git as gitrepo
 from orchestrator.cache import new_run_dir, write_json
-from orchestrator.errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
-from orchestrator.jobs import bisect_step, trials
+from orchestrator.errors import EXIT_FOR_VALIDATE, UserError
+from orchestrator.jobs import trials
+from orchestrator.jobs.vmtest import VmTestRequest, check_inputs
 from orchestrator.judge import ab as vc
 from orchestrator.judge import rundiff
 
 log = logging.getLogger(__name__)
 
-EXIT_FOR_VERDICT = {"no-change": EXIT_OK, "improvement": EXIT_OK,
-                    "regression": EXIT_TEST_FAILED, "could-not-test": EXIT_COULD_NOT_TEST}
 
 
 @dataclass
@@ -53,11 +51,8 @@ class ValidateRequest:
     base: str
     patches: list[Path] = field(default_factory=list)
     head: str | None = None
-    suite: list[str] = field(default_factory=list)
+    test: VmTestRequest = field(default_factory=VmTestRequest)
     repeat: int = 1
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    accel: str = "auto"
     out: Path | None = None
 
 
@@ -94,36 +89,16 @@ class ValidateOutcome:
     report: str
 
 
-def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
-    """All options of `thpvm validate`."""
-    parser.add_argument("--tree", type=Path, required=True,
-                        help="the kernel git tree (left exactly as it is)")
-    parser.add_argument("--base", required=True, metavar="REV", help="the revision to compare with")
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--patch", type=Path, nargs="+", action="extend", default=[],
-                      metavar="FILE", help="mbox or diff patch(es) applied on --base, in order")
-    what.add_argument("--head", metavar="REV", help="a revision to compare with --base instead")
-    bisect_step.add_test_arguments(parser)
-    parser.add_argument("--out", type=Path, help="run directory (default: a new one in the cache)")
-
-
-def request_from_args(args: argparse.Namespace) -> ValidateRequest:
-    """A ValidateRequest from a namespace made with `add_validate_arguments`."""
-    return ValidateRequest(tree=args.tree, base=args.base, patches=list(args.patch),
-                           head=args.head, suite=bisect_step.split_suite(args.suite),
-                           repeat=args.repeat, fragments=list(args.fragment),
-                           configs=list(args.config), accel=args.accel, out=args.out)
-
-
 def check_request(req: ValidateRequest) -> None:
     """UserError for anything wrong that can be seen before building."""
     if bool(req.patches) == bool(req.head):
         raise UserError("validate needs either --patch FILE... or --head REV (not both)")
     if req.repeat < 1:
         raise UserError(f"--repeat must be at least 1, not {req.repeat}")
-    for path in [*req.patches, *req.fragments]:
+    for path in [*req.patches, *req.test.kernel.fragments]:
         if not path.is_file():
             raise UserError(f"file not found: {path}")
+    check_inputs(req.test)  # before the first build
 
 
 def run_validate(req: ValidateRequest, tester: trials.Tester | None = None) -> ValidateOutcome:
@@ -160,10 +135,9 @@ def _test_side(req: ValidateRequest, scratch: Path, label: str, rev: str, run_di
                tester: trials.Tester | None) -> Side:
     gitrepo.checkout(scratch, rev)
     log.info("validate: testing %s %s", label, rev[:12])
-    spec = trials.TrialSpec(tree=scratch, suite=req.suite, fragments=req.fragments,
-                            configs=req.configs, accel=req.accel)
-    runs = trials.run_trials(spec, req.repeat, run_dir / label, tester or trials.vm_tester,
-                             flaky="majority", label="run")
+    policy = trials.TrialPolicy(repeat=req.repeat, flaky="majority")
+    runs = trials.run_trials(req.test, scratch, policy, run_dir / label,
+                             tester or trials.vm_tester, label="run")
     decision = trials.decide([r.status for r in runs], req.repeat, "majority")
     return Side(label, rev, gitrepo.describe(scratch, rev), runs, decision)
 
@@ -174,7 +148,7 @@ def _conclude(tree: Path, req: ValidateRequest, base: Side, patched: Side,
     changes = [] if untestable else vc.compare(base.results, patched.results)
     verdict = "could-not-test" if untestable else vc.verdict_of(changes)
     record: dict[str, Any] = {
-        "verdict": verdict, "exit_code": EXIT_FOR_VERDICT[verdict], "tree": str(tree),
+        "verdict": verdict, "exit_code": EXIT_FOR_VALIDATE[verdict], "tree": str(tree),
         "patches": [str(p) for p in req.patches], "repeat": req.repeat,
         "untestable": untestable, "changes": [c.to_json() for c in changes],
         "base": base.to_json(), "patched": patched.to_json(),

@@ -15,23 +15,33 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__, cache
 from orchestrator.build import image, kernel
+from orchestrator.build.kernel import KernelRequest
 from orchestrator.errors import (
     EXIT_OK,
     EXIT_TEST_FAILED,
     GuestError,
+    GuestLost,
     GuestTimeout,
     ThpvmError,
     UserError,
 )
 from orchestrator.machine import qemu, session
+from orchestrator.machine.guest import signal_name
+from orchestrator.machine.health import Diagnosis
+from orchestrator.report import render as report
 from orchestrator.report.progress import Progress
+from orchestrator.report.resultfile import SCHEMA_VERSION
+from orchestrator.spec import check_fits
+from orchestrator.suites import counters
+from orchestrator.suites.selftest import output as selftest_output
 from orchestrator.suites.selftest import runner as selftest
+from orchestrator.suites.workloads import runner as workload_suite
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +50,33 @@ ARTIFACTS = {"serial_log": "serial.log", "dmesg": "dmesg.txt", "config": "config
 
 
 
+DEFAULT_SUITE = ("selftest", "workloads")
+
+
 @dataclass
 class VmTestRequest:
-    """What to test: the kernel (tree, rev, fragments), the suite, where to write."""
+    """The one request type: the kernel to build and what to run on it, where to write.
 
-    tree: Path | None = None
-    rev: str | None = None
-    fragments: list[Path] = field(default_factory=list)
-    configs: list[str] = field(default_factory=list)
-    suite: list[str] = field(default_factory=lambda: ["selftest", "workloads"])
-    out: Path | None = None
+    `vm-test` and `workload run` fill it from the command line; `bisect-step` and
+    `validate` keep one as the template of every run and swap the tree (`for_tree`).
+    """
+
+    kernel: KernelRequest = field(default_factory=KernelRequest)
+    suite: list[str] = field(default_factory=lambda: list(DEFAULT_SUITE))
+    workload_files: list[Path] = field(default_factory=list)
     accel: str = "auto"
     append: str = ""
-    jobs: int | None = None
-    workload_files: list[Path] = field(default_factory=list)
-    patches: list[Path] = field(default_factory=list)
+    out: Path | None = None
+    isolation: str = "guest"  # "guest": a fresh guest per workload; "shared": one guest
+    machine: str = "default"  # machine profile (machine/profiles/<name>.toml or a path)
+
+    def for_tree(self, tree: Path, out: Path | None) -> VmTestRequest:
+        """The same test of `tree` as checked out (no revision, no patches), into `out`."""
+        kernel = replace(self.kernel, tree=tree, rev=None, patches=[])
+        return replace(self, kernel=kernel, out=out)
+
+
+ISOLATION_MODES = ("guest", "shared")
 
 
 @dataclass
@@ -74,30 +96,58 @@ class Suite:
     workloads: list[str] | str | None = None  # "builtin" or names
 
 
+def suite_items(values: list[str] | None) -> list[str]:
+    """`--suite a,b --suite c` -> ['a', 'b', 'c'] (empty: the default suite is meant)."""
+    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+
+
 def parse_suite(items: list[str]) -> Suite:
     """Parse --suite values: selftest, selftest-full, selftest:ID,..., workloads,
     workloads:NAME,..., all (= selftest + workloads)."""
     s = Suite()
-    for item in ",".join(items).replace(" ", "").split(","):
-        if not item:
-            continue
-        name, _, rest = item.partition(":")
-        if rest and name in ("all", "selftest-full"):
+    for item in suite_items(items):
+        name, colon, rest = item.partition(":")
+        if colon and name in ("all", "selftest-full"):
             raise UserError(f"--suite {item}: {name} takes no ':' list")
         if name == "all":
             s.selftest, s.workloads = "default", "builtin"
-        elif name == "selftest" and rest:
-            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + rest.split("+")
+        elif name == "selftest" and colon:
+            s.selftest = (s.selftest if isinstance(s.selftest, list) else []) + _names(item, rest)
         elif name in ("selftest", "selftest-full"):
             s.selftest = "full" if name.endswith("full") else "default"
-        elif name == "workloads" and rest:
-            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) + rest.split("+")
+        elif name == "workloads" and colon:
+            s.workloads = (s.workloads if isinstance(s.workloads, list) else []) \
+                + _names(item, rest)
         elif name == "workloads":
             s.workloads = "builtin"
         else:
             raise UserError(f"--suite {item}: expected selftest, selftest-full, "
                             "selftest:ID[+ID], workloads, workloads:NAME[+NAME] or all")
     return s
+
+
+def _names(item: str, rest: str) -> list[str]:
+    names = rest.split("+")
+    if not all(names):
+        raise UserError(f"--suite {item}: expected a '+'-separated list of names after ':'")
+    return names
+
+
+def check_inputs(req: VmTestRequest) -> Suite:
+    """Every input that can be checked before a build or boot (UserError naming the file
+    and key): the suite, selftest ids, workload names and specs (and that they fit the
+    guest), kconfig fragments, patches. vm-test, bisect and validate call it first."""
+    suite = parse_suite(req.suite)
+    if isinstance(suite.selftest, list):
+        selftest.check_ids(selftest.load_matrix(), suite.selftest)
+    memory_mb = qemu.load_machine_profile(req.machine).memory_mb
+    for spec in workload_suite.select(suite.workloads, req.workload_files):
+        check_fits(spec, memory_mb)
+    kernel.load_fragments(req.kernel.fragments, req.kernel.configs)
+    for p in req.kernel.patches:
+        if not p.is_file():
+            raise UserError(f"--patch {p}: no such file")
+    return suite
 
 
 class Run:
@@ -141,7 +191,7 @@ class Run:
 def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestOutcome:
     """Run the whole job; see the module docstring for the exit-code contract.
     `progress` is a display for stage lines and a moving status line, or None."""
-    suite = parse_suite(req.suite)
+    suite = check_inputs(req)
     run = Run(req.out, progress)
     try:
         _pipeline(req, suite, run)
@@ -158,39 +208,86 @@ def run_vm_test(req: VmTestRequest, progress: Progress | None = None) -> VmTestO
 
 def _pipeline(req: VmTestRequest, suite: Suite, run: Run) -> None:
     with run.stage("build"):
-        kreq = kernel.KernelRequest(req.tree, req.rev, req.fragments, req.configs, req.jobs,
-                                    req.patches)
-        art = kernel.build_kernel(kreq, run.progress)
+        art = kernel.build_kernel(req.kernel, run.progress)
         run.meta.update(tree=str(art.tree.path), tree_kind=art.tree.kind,
                         revision=art.tree.revision, kernel_release=art.release,
                         config_hash=str(art.metadata.get("config_hash", "")), kernel_key=art.key)
         (run.dir / "config").write_text(art.config.read_text())
         invocations, st_bin = _prepare_selftest(art, suite)
-        workloads = _prepare_workloads(suite, req.workload_files)
+        workloads = workload_suite.for_kernel(_prepare_workloads(suite, req.workload_files),
+                                              art.release)
     with run.stage("image"):
         img = image.build_image()
         run.meta.update(image_hash=img.sha256, qemu_version=qemu.qemu_version())
+    if req.isolation not in ISOLATION_MODES:
+        raise UserError(f"--isolation {req.isolation}: expected one of {ISOLATION_MODES}")
+    shared = req.isolation == "shared"
+    if invocations or (workloads and shared):
+        with _guest(req, run, art.bzimage, img, run.dir, "the guest") as g:
+            _run_first_guest(g, st_bin, invocations, workloads if shared else [], run)
+    if workloads and not shared and not run.meta.get("crashed"):
+        with run.stage("workloads"):
+            _run_isolated_workloads(req, run, art.bzimage, img, workloads)
+
+
+@contextmanager
+def _guest(req: VmTestRequest, run: Run, bzimage: Path, img: image.Image, where: Path,
+           what: str) -> Iterator[session.Guest]:
+    """Boot a fresh guest for `what` with its files in `where`; record its boot
+    time (the first guest's into metadata) and its console events."""
     if run.display:
-        run.display.message("[boot] booting the guest")
-    with session.guest(art.bzimage, img, run.dir, req.accel, req.append) as g:
-        if run.display:
-            run.display.message(f"[boot] {g.accel} guest ready in {g.boot_seconds:.1f} s, "
-                                f"SSH in {g.ssh_seconds:.1f} s ({g.accel_reason})")
-        run.durations["boot"] = round(g.boot_seconds + g.ssh_seconds, 2)
-        run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
-                        boot_seconds=round(g.boot_seconds, 2),
-                        ssh_seconds=round(g.ssh_seconds, 2))
-        before = _snapshot(g)
+        run.display.message(f"[boot] booting {what}")
+    where.mkdir(parents=True, exist_ok=True)
+    with session.guest(bzimage, img, where, req.accel, req.append, req.machine) as g:
+        boot = round(g.boot_seconds + g.ssh_seconds, 2)
+        run.meta.setdefault("guest_boots", []).append(boot)
+        if "boot_seconds" not in run.meta:
+            if run.display:
+                run.display.message(f"[boot] {g.accel} guest ready in {g.boot_seconds:.1f} s, "
+                                    f"SSH in {g.ssh_seconds:.1f} s ({g.accel_reason})")
+            run.durations["boot"] = boot
+            run.meta.update(accel=g.accel, accel_reason=g.accel_reason,
+                            boot_seconds=round(g.boot_seconds, 2),
+                            ssh_seconds=round(g.ssh_seconds, 2))
         try:
-            if invocations:
-                with run.stage("selftest"), _sampling(g, run, "selftest"):
-                    _run_selftest(g, st_bin, invocations, run, before)
-            if workloads and not run.meta.get("crashed"):
-                with run.stage("workloads"):
-                    _run_workloads(g, workloads, run)
+            yield g
+        except GuestError as e:  # from setup steps (uploads, snapshots): ask the authority
+            raise _lost(e, g.diagnose()) from e
         finally:
-            _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
-            run.events = [e.to_json() for e in g.vm.console.events] if g.vm.console else []
+            run.events += [e.to_json() for e in g.vm.console.events] if g.vm.console else []
+            if g.lost is not None:
+                run.meta["guest_lost"] = g.lost.to_json()
+
+
+def _run_first_guest(g: session.Guest, st_bin: Path | None,
+                     invocations: list[selftest.Invocation], workloads: list[Any],
+                     run: Run) -> None:
+    """The selftest (and, with --isolation shared, the workloads) in one guest."""
+    before = None
+    try:
+        before = _snapshot(g)
+        if invocations:
+            with run.stage("selftest"), _sampling(g, run, "selftest"):
+                _run_selftest(g, st_bin, invocations, run, before)
+        if workloads and not run.meta.get("crashed"):
+            with run.stage("workloads"):
+                _run_workloads(g, workloads, run)
+    finally:
+        _record_counters(run, before, _snapshot(g))  # after the selftest entries exist
+
+
+def _run_isolated_workloads(req: VmTestRequest, run: Run, bzimage: Path, img: image.Image,
+                            specs: list[Any]) -> None:
+    """Each workload in a guest of its own: khugepaged starts with an empty mm_slot
+    list, no history from the selftest or an earlier workload (a slot left at the
+    scan cursor by an exited process adds a pass the model cannot know about)."""
+    for spec in specs:
+        where = run.dir / "workloads" / spec.name
+        with _guest(req, run, bzimage, img, where, f"a fresh guest for {spec.name}") as g:
+            _run_workloads(g, [spec], run)
+        workload_suite.drop_guest_disks(where)
+        if run.meta.get("crashed"):
+            break
 
 
 @contextmanager
@@ -198,13 +295,12 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
     """A 250 ms counter time series in the guest while the block runs (not during
     workloads: their checkpoints are their time series, and the sampler's processes
     would perturb the timing the model reasons about)."""
-    from orchestrator.suites import counters
 
     sampler = counters.start_sampler(g.shell)
     try:
         yield
     finally:
-        if _kernel_crash(g) is None and g.vm.alive():
+        if g.usable():
             try:
                 run.series[label] = counters.stop_sampler(g.shell, sampler)
             except (GuestError, counters.CounterFormatError) as e:
@@ -212,9 +308,8 @@ def _sampling(g: session.Guest, run: Run, label: str) -> Iterator[None]:
 
 
 def _snapshot(g: session.Guest) -> Any:
-    from orchestrator.suites import counters
 
-    if g.vm.crash() is not None:
+    if not g.usable():
         return None
     try:
         return counters.snapshot(g.shell)
@@ -224,7 +319,6 @@ def _snapshot(g: session.Guest) -> Any:
 
 
 def _record_counters(run: Run, before: Any, after: Any) -> None:
-    from orchestrator.suites import counters
 
     if before is None or after is None:
         return
@@ -255,8 +349,6 @@ def _prepare_selftest(art: kernel.KernelArtifacts, suite: Suite
 
 def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selftest.Invocation],
                   run: Run, before: Any) -> None:
-    from orchestrator.suites import counters
-    from orchestrator.suites.selftest import output as selftest_output
 
     assert binary is not None
     selftest.prepare_guest(g.shell, binary, invocations)
@@ -275,10 +367,16 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
                      if outcome.before and outcome.after else {})
         if outcome.error:
             entry["status"] = "crash"
+        elif signal_name(outcome.exit_code):  # the test program crashed: a test failure
+            entry["status"] = "fail"
+            entry["explanation"] = f"killed by {signal_name(outcome.exit_code)} " \
+                                   f"(exit status {outcome.exit_code})"
         results.append(entry)
         if entry["status"] in ("fail", "crash"):
+            why = outcome.error or (entry.get("explanation", "")
+                                    if signal_name(outcome.exit_code) else "")
             run.failures.append(f"selftest {' '.join(outcome.argv)}: {entry['status']}"
-                                + (f" ({outcome.error})" if outcome.error else ""))
+                                + (f" ({why})" if why else ""))
         if outcome.error:
             run.meta["crashed"] = True
             break
@@ -293,30 +391,32 @@ def _invoke(g: session.Guest, inv: selftest.Invocation,
     try:
         outcome = selftest.run_invocation(g.shell, inv, before)
     except GuestError as e:
-        crash = g.diagnose_lost()
-        if crash is not None:
-            why = f"kernel {crash.kind}: {crash.lines[0]}"
-        elif isinstance(e, GuestTimeout):
+        d = g.diagnose()
+        if d.kernel_failure:
+            why = d.summary
+        elif isinstance(e, GuestTimeout) and d.alive:
             why = e.message  # the guest answers but the test never finished: a failure
         else:
-            raise  # connection lost, no kernel crash, QEMU gone: infrastructure
+            raise _lost(e, d) from e  # QEMU gone or stopped, SSH lost: infrastructure
         return selftest.InvocationOutcome(inv, selftest.guest_argv(inv), None, e.detail,
                                           time.monotonic() - start, error=why)
-    crash = _kernel_crash(g)
+    crash = g.kernel_failure()
     if crash is not None:
         outcome.error = f"kernel {crash.kind}: {crash.lines[0]}"
     return outcome
 
 
-def _kernel_crash(g: session.Guest) -> Any:
-    """A panic/oops/lockup the console saw (QEMU merely exiting is not a kernel crash)."""
-    return g.vm.console.severe() if g.vm.console else None
+def _lost(e: GuestError, d: Diagnosis) -> GuestError:
+    """The infrastructure error for a guest lost without a kernel failure."""
+    if d.alive or isinstance(e, GuestLost):
+        return e
+    return GuestLost(f"{e.message}: guest lost ({d.kind}: {d.summary})",
+                      "\n".join(d.lines) or e.detail)
 
 
 def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
     if suite.workloads is None and not files:
         return []
-    from orchestrator.suites.workloads import runner as workload_suite
 
     specs = workload_suite.select(suite.workloads, files)
     if specs:
@@ -325,7 +425,6 @@ def _prepare_workloads(suite: Suite, files: list[Path]) -> list[Any]:
 
 
 def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
-    from orchestrator.suites.workloads import runner as workload_suite
 
     remote = workload_suite.upload(g.shell)
     for spec in specs:
@@ -334,27 +433,30 @@ def _run_workloads(g: session.Guest, specs: list[Any], run: Run) -> None:
             entry = workload_suite.run_one(g.shell, spec, run.dir / "workloads" / spec.name,
                                            remote, run.meta["kernel_release"])
         except GuestError as e:
-            if _kernel_crash(g) is None and not g.vm.alive():
-                raise  # guest gone without a kernel crash: infrastructure
+            d = g.diagnose()
+            if not (d.kernel_failure or d.alive):
+                raise _lost(e, d) from e  # guest lost without a kernel failure: infra
             entry = workload_suite.error_entry(spec, f"{e.message}\n{e.detail}".strip())
         run.workloads.append(entry)
         if entry["verdict"] != "match":
-            run.failures.append(f"workload {spec.name}: {entry['verdict']}")
-        if _kernel_crash(g) is not None:
+            why = entry["explanation"].splitlines()[0][:200] if entry["verdict"] == "error" \
+                else ""
+            run.failures.append(f"workload {spec.name}: {entry['verdict']}"
+                                + (f" ({why})" if why else ""))
+        if g.kernel_failure() is not None:
             run.failures.append(f"kernel crashed during workload {spec.name}")
             run.meta["crashed"] = True
             break
 
 
 def _finish(run: Run, verdict: str, code: int, reason: str, detail: str = "") -> dict[str, Any]:
-    from orchestrator.report import render as report
 
     run.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run.meta.pop("crashed", None)
     artifacts = {key: name for key, name in ARTIFACTS.items() if (run.dir / name).exists()}
     result: dict[str, Any] = {
-        "schema_version": 1, "run_id": run.dir.name, "verdict": verdict, "exit_code": code,
-        "reason": reason, "metadata": run.meta, "workloads": run.workloads,
+        "schema_version": SCHEMA_VERSION, "run_id": run.dir.name, "verdict": verdict,
+        "exit_code": code, "reason": reason, "metadata": run.meta, "workloads": run.workloads,
         "counters": run.counters, "console": {"events": run.events},
         "artifacts": artifacts,
     }

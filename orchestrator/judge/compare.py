@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,11 +194,31 @@ def observed_regions(cp: Checkpoint) -> dict[str, RegionSample]:
 # --------------------------------------------------------------------------- diffing
 
 
+_MTHP_STAT_RE = re.compile(r"hugepages-(\d+kB)/stats/(\w+)\Z")
+
+
+def observed_counters(cp: Checkpoint) -> dict[str, int]:
+    """The checkpoint's counter deltas, per-size stats under the model's names
+    (``hugepages-64kB/stats/collapse_alloc`` -> ``mthp/64kB/collapse_alloc``)."""
+    out = dict(cp.deltas)
+    for name, v in cp.deltas.items():
+        m = _MTHP_STAT_RE.match(name)
+        if m:
+            out[f"mthp/{m.group(1)}/{m.group(2)}"] = v
+    return out
+
+
 def _diff_values(alt: Mapping[str, Any], cp: Checkpoint) -> list[dict[str, Any]]:
-    """Counter and region differences between one alternative and one checkpoint."""
+    """Counter and region differences between one alternative and one checkpoint.
+    Per-size `mthp/*` predictions are compared only when the run collected
+    per-size stats (kernels before 7.2, or a driver without them, have none)."""
     diffs: list[dict[str, Any]] = []
+    observed = observed_counters(cp)
+    has_mthp = any(k.startswith("mthp/") for k in observed)
     for name, pv in sorted((alt.get("counters") or {}).items()):
-        obs = cp.deltas.get(name)
+        if name.startswith("mthp/") and not has_mthp:
+            continue
+        obs = observed.get(name)
         if obs is None or not fits(pv, obs):
             diffs.append({"checkpoint": cp.label, "kind": "counter", "name": name,
                           "predicted": show(pv), "observed": obs,
@@ -505,6 +526,10 @@ def compare(prediction: Any, observation: Observation, spec: WorkloadSpec | None
     if not obs.complete or obs.errors:
         why = "; ".join(obs.errors) or "its output ended before the 'end' event"
         return Verdict("error", f"the workload driver did not finish: {why}")
+    torn = [cp.label for cp in obs.checkpoints if not cp.consistent]
+    if torn:  # a reading taken mid-collapse is never compared as a state
+        return Verdict("error", f"checkpoint(s) {', '.join(torn)}: no consistent reading "
+                                "(a collapse moved the counters during every read)")
     pmd = _PmdCheck(pmd_compare.kernel_scans(scans, obs), obs) if scans is not None else None
     try:
         pred = normalize_prediction(prediction)
@@ -553,6 +578,23 @@ def _entry_alternatives(alts: list[dict[str, Any]], cp: Checkpoint,
     return out
 
 
+def schedules_in_words(prediction: Any, verdict: Verdict) -> list[dict[str, Any]]:
+    """Each admissible schedule explained (its choices, in order), and which one the
+    kernel took (the path every checkpoint fitted)."""
+    try:
+        pred = normalize_prediction(prediction)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+    words: dict[str, str] = {}
+    for cp in pred["checkpoints"]:
+        for a in cp["alternatives"]:
+            name = str(a.get("name", ""))
+            if name not in words or (not words[name] and a.get("choices")):
+                words[name] = "; ".join(a.get("choices") or [])
+    return [{"name": n, "explanation": w or "deterministic: no choice point",
+             "taken": n == verdict.chosen_alternative} for n, w in words.items()]
+
+
 def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
                  verdict: Verdict, duration: float | None = None) -> dict[str, Any]:
     """The `workloads[]` entry of result.json (schema: orchestrator/schema)."""
@@ -572,6 +614,7 @@ def result_entry(spec: WorkloadSpec, obs: Observation, prediction: Any,
     entry: dict[str, Any] = {"name": spec.name, "description": spec.description,
                              "verdict": verdict.status, "explanation": verdict.explanation,
                              "chosen_alternative": verdict.chosen_alternative,
+                             "schedules": schedules_in_words(prediction, verdict),
                              "checkpoints": cps}
     if duration is not None:
         entry["duration"] = duration

@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,8 @@ class ConsoleMonitor:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.child: pexpect.fdpexpect.fdspawn | None = None
+        self._expect: str | None = None  # a liveness probe's answer, awaited
+        self._answered = False
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect to QEMU's serial socket (QEMU waits for us before running the guest)."""
@@ -173,6 +176,8 @@ class ConsoleMonitor:
         *complete, rest = buf.split("\n")
         now = time.monotonic()
         with self.lock:
+            if self._expect is not None and self._expect in buf:
+                self._answered = True
             if complete or rest:
                 self.last_output = now
             for line in complete:
@@ -216,6 +221,42 @@ class ConsoleMonitor:
             self.classifier.events.append(ev)
             self.lock.notify_all()
         return ev
+
+    def probe(self, timeout: float) -> bool:
+        """Is the guest's userspace alive? Ask the console's root shell (thpvm-init
+        runs one on ttyS0) to echo a fresh token; True if it did within `timeout`.
+        The shell prints the token with an arithmetic result in it, so the terminal's
+        echo of the typed line never counts as an answer."""
+        token = uuid.uuid4().hex[:12]
+        with self.lock:
+            self._expect, self._answered = f"THPVM-ALIVE-42-{token}", False
+        try:
+            if self._sock is None:
+                return False
+            self._sock.send(f"\necho THPVM-ALIVE-$((6*7))-{token}\n".encode(),
+                            socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not self._answered and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.lock.wait(min(left, 0.2))
+            answered, self._expect = self._answered, None
+        return answered
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait until the console reached EOF (QEMU exited and all output was read)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(min(left, 0.2))
+        return True
 
     def idle_seconds(self) -> float:
         """Seconds since the console last printed anything."""

@@ -2,8 +2,14 @@
 
 QEMU is a child thpvm owns: started through `proc.spawn` in its own process
 group, watched by a `ConsoleMonitor`, stopped over QMP and then killed (group)
-in `finally`, including on SIGINT/SIGTERM (see `signals.py`). SSH is forwarded
-from 127.0.0.1 only, on a port picked per boot (retried if taken).
+in `finally`, including on SIGINT/SIGTERM (cli.py turns SIGTERM into
+KeyboardInterrupt), and killed by the kernel if thpvm dies (PDEATHSIG, see
+`proc`); a lease lets the next run reap what a dead thpvm left (see
+`leftovers`). SSH is forwarded from 127.0.0.1 only, on a port QEMU binds itself
+(`hostfwd=...:0`) and thpvm reads back over QMP, so no other process can take
+the port between its choice and its use. The guest's SSH host key is not in the
+base image: it comes per boot on a small read-only disk (serial `thpvm-keys`)
+that the image's init unpacks.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
-import tempfile
+import tarfile
 import time
 import tomllib
 import uuid
@@ -25,12 +32,15 @@ from orchestrator import cache, proc
 from orchestrator.build import image
 from orchestrator.data import MACHINE_PROFILES_DIR
 from orchestrator.errors import BootError, UserError
+from orchestrator.machine import leftovers
 from orchestrator.machine.console import ConsoleEvent, ConsoleMonitor
 
 log = logging.getLogger(__name__)
 
 FIRMWARE_DIRS = (Path("/usr/share/qemu"), Path("/usr/share/seabios"))
 GUEST_IP = "10.0.2.15"
+KEYS_SERIAL = "thpvm-keys"  # the per-boot key disk, found by the guest's init by this serial
+_HOSTFWD_RE = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b")
 
 
 @dataclass(frozen=True)
@@ -111,17 +121,40 @@ def build_argv(req: BootRequest, disks: dict[str, Path], port: int, socks: Path,
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0"]
     for name, path in disks.items():
-        fmt = "qcow2" if path.suffix == ".qcow2" else "raw"
-        argv += ["-drive", f"file={path},if=none,id={name},format={fmt},cache=unsafe",
-                 "-device", f"virtio-blk-pci,drive={name}"]
+        argv += _drive(name, path)
     return argv
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (QEMU failing to bind is retried)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _drive(name: str, path: Path) -> list[str]:
+    if name == "keys":  # read-only, found in the guest by its serial
+        return ["-drive", f"file={path},if=none,id=keys,format=raw,readonly=on",
+                "-device", f"virtio-blk-pci,drive=keys,serial={KEYS_SERIAL}"]
+    fmt = "qcow2" if path.suffix == ".qcow2" else "raw"
+    return ["-drive", f"file={path},if=none,id={name},format={fmt},cache=unsafe",
+            "-device", f"virtio-blk-pci,drive={name}"]
+
+
+def make_keys_disk(img: image.Image, dest: Path) -> Path | None:
+    """A tar archive (a raw disk of 10 KiB records) with the guest's SSH host key pair,
+    to be unpacked into /etc/ssh by the guest's init; None for an image that still
+    carries its host key inside (built before keys were injected)."""
+    if not img.host_key.is_file():
+        return None
+    with tarfile.open(dest, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for path, mode in ((img.host_key, 0o600), (img.host_key_pub, 0o644)):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.mode, info.uid, info.gid, info.uname, info.gname = mode, 0, 0, "root", "root"
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    os.chmod(dest, 0o600)
+    return dest
+
+
+def parse_hostfwd_port(usernet: str) -> int | None:
+    """The host port of the SSH forward in `info usernet` output, e.g.
+    `  TCP[HOST_FORWARD]   8       127.0.0.1 38585       10.0.2.15    22     0     0`."""
+    m = _HOSTFWD_RE.search(usernet)
+    return int(m.group(1)) if m else None
 
 
 @dataclass
@@ -156,14 +189,17 @@ class Vm:
         disks = {"root": image.make_overlay(self.req.image, run_dir)}
         if self.req.profile.swap_mb:
             disks["swap"] = image.make_swap(run_dir, self.req.profile.swap_mb)
-        self._socks = Path(tempfile.mkdtemp(prefix="thpvm-"))
+        _reap_leftovers()
+        self._socks = leftovers.socks_dir()
+        keys = make_keys_disk(self.req.image, self._socks / "keys.tar")
+        if keys is not None:
+            disks["keys"] = keys
         self.qemu_log = run_dir / "qemu.log"
         for attempt in range(5):
             self.marker = f"THPVM-READY-{uuid.uuid4().hex[:12]}"
-            self.port = free_port()
             if self._launch(disks):
                 break
-            log.info("QEMU could not start (attempt %d), retrying with another port", attempt + 1)
+            log.info("QEMU could not start (attempt %d), retrying", attempt + 1)
         else:
             raise BootError(f"QEMU failed to start 5 times (log: {self.qemu_log})",
                             _tail(self.qemu_log))
@@ -173,19 +209,37 @@ class Vm:
         assert self._socks is not None and self.qemu_log is not None
         for s in self._socks.glob("*.sock"):
             s.unlink()
-        argv = build_argv(self.req, disks, self.port, self._socks, self.marker)
+        argv = build_argv(self.req, disks, 0, self._socks, self.marker)
         (self.req.run_dir / "qemu-argv.json").write_text(json.dumps(argv, indent=1))
         with open(self.qemu_log, "ab") as logf:
             self.started_at = time.monotonic()
             self.popen = proc.spawn(argv, stdout=logf.fileno())
+        leftovers.write_lease(self._socks, self.req.run_dir, self.popen.pid)
         self.console = ConsoleMonitor(self._socks / "serial.sock",
                                       self.req.run_dir / "serial.log", self.marker)
         try:
             self.console.connect(timeout=10)
+            self.port = self._read_port(proc.Deadline.after(10))
             return True
         except OSError:
             self._kill()
             return False
+
+    def _read_port(self, deadline: proc.Deadline) -> int:
+        """The host port QEMU bound for SSH, from QMP `info usernet`."""
+        while True:
+            try:
+                resp = self.qmp("human-monitor-command", timeout=deadline.remaining() or 0.1,
+                                arguments={"command-line": "info usernet"})
+                port = parse_hostfwd_port(str(resp.get("return", "")))
+                if port is not None:
+                    log.debug("QEMU forwards 127.0.0.1:%d to the guest's SSH", port)
+                    return port
+            except (OSError, ValueError):
+                pass
+            if deadline.expired() or not self.alive():
+                raise OSError("QEMU did not report its SSH port over QMP")
+            time.sleep(0.05)
 
     def _wait_ready(self) -> None:
         assert self.console is not None
@@ -204,15 +258,8 @@ class Vm:
         """QEMU still running."""
         return self.popen is not None and self.popen.poll() is None
 
-    def crash(self) -> ConsoleEvent | None:
-        """The first severe console event so far, or an `exited` event if QEMU is gone."""
-        ev = self.console.severe() if self.console else None
-        if ev is None and self.popen is not None and self.popen.poll() is not None:
-            ev = ConsoleEvent("exited", time.monotonic() - self.started_at,
-                              [f"QEMU exited with status {self.popen.returncode}"])
-        return ev
-
-    def qmp(self, command: str, timeout: float = 5.0) -> dict[str, object]:
+    def qmp(self, command: str, timeout: float = 5.0,
+            arguments: dict[str, object] | None = None) -> dict[str, object]:
         """Run one QMP command and return its response."""
         assert self._socks is not None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -220,8 +267,9 @@ class Vm:
             s.connect(str(self._socks / "qmp.sock"))
             f = s.makefile("rw")
             json.loads(f.readline())  # greeting
-            for cmd in ("qmp_capabilities", command):
-                f.write(json.dumps({"execute": cmd}) + "\n")
+            for cmd, args in (("qmp_capabilities", None), (command, arguments)):
+                f.write(json.dumps({"execute": cmd, **({"arguments": args} if args else {})})
+                        + "\n")
                 f.flush()
                 while True:
                     resp = json.loads(f.readline())
@@ -246,10 +294,19 @@ class Vm:
             if self._socks is not None:
                 shutil.rmtree(self._socks, ignore_errors=True)
                 self._socks = None
+                leftovers.release(self.req.run_dir)
 
     def _kill(self) -> None:
         if self.popen is not None:
             proc.kill_group(self.popen, grace=2)
+
+
+def _reap_leftovers() -> None:
+    """What a dead thpvm left (orphaned QEMU, socket dirs, run disks): never fatal."""
+    try:
+        leftovers.reap(cache.cache_root() / "runs")
+    except OSError as e:
+        log.warning("could not reap leftovers of earlier runs: %s", e)
 
 
 def _tail(path: Path | None, lines: int = 40) -> str:

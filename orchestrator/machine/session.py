@@ -10,20 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.build import image
-from orchestrator.errors import GuestError, InfraError
-from orchestrator.machine import qemu
+from orchestrator.errors import BootError, GuestError, GuestLost, InfraError
+from orchestrator.machine import health, qemu
 from orchestrator.machine.console import ConsoleEvent
 from orchestrator.machine.guest import SshShell
 
 log = logging.getLogger(__name__)
 
 KVM_PROBE_TIMEOUT = 30.0
-HANG_PROBE_TIMEOUT = 15.0
+DMESG_TIMEOUT = 30.0
 
 
 @dataclass
 class Guest:
-    """A running guest: the VM, its SSH shell, and how it was booted."""
+    """A running guest: the VM, its SSH shell, and how it was booted. Whether the
+    kernel died is asked here (`kernel_failure`, `diagnose`), and nowhere else."""
 
     vm: qemu.Vm
     shell: SshShell
@@ -31,60 +32,68 @@ class Guest:
     accel_reason: str
     boot_seconds: float  # QEMU start → readiness marker
     ssh_seconds: float  # readiness marker → SSH session up
+    lost: health.Diagnosis | None = None  # set once the guest stopped answering
+
+    def kernel_failure(self) -> ConsoleEvent | None:
+        """The panic/oops/lockup/hang the kernel showed so far, or None (cheap)."""
+        return health.kernel_failure(self.vm)
+
+    def usable(self) -> bool:
+        """Worth sending another command: no kernel failure, QEMU runs, not lost."""
+        return (self.lost is None or self.lost.alive) and self.kernel_failure() is None \
+            and health.host_fault(self.vm) is None
+
+    def diagnose(self) -> health.Diagnosis:
+        """After a failed guest command: kernel failure, infrastructure, or alive
+        (the verdict of `health.diagnose`, remembered for the rest of the run)."""
+        if self.lost is not None and not self.lost.alive:
+            return self.lost
+        self.lost = health.diagnose(self.vm, self._ssh_answers)
+        if self.lost.alive and self.shell.client is None:  # closed by a deadline
+            self.shell.connect(timeout=health.SSH_PROBE_TIMEOUT)
+        return self.lost
+
+    def _ssh_answers(self, timeout: float) -> bool:
+        probe = SshShell("127.0.0.1", self.vm.port, self.vm.req.image.ssh_key,
+                         self.vm.req.image.host_key_pub)
+        try:
+            probe.connect(timeout=timeout)
+            return probe.run("true", timeout=timeout).ok
+        except GuestError:
+            return False
+        finally:
+            probe.close()
 
     def collect_dmesg(self, dest: Path) -> None:
-        """dmesg into `dest`, over SSH if the guest is alive, else from the serial log."""
+        """dmesg into `dest`, over SSH if the guest is usable, else from the serial log."""
         try:
-            if self.vm.crash() is None:
-                res = self.shell.run("dmesg", timeout=30)
+            if self.usable():
+                res = self.shell.run("dmesg", timeout=DMESG_TIMEOUT)
                 if res.ok:
                     dest.write_text(res.stdout)
                     return
         except GuestError as e:
-            log.info("dmesg over SSH failed (%s); using the serial log", e.message)
+            log.warning("dmesg over SSH failed (%s); using the serial log", e.message)
         serial = self.vm.req.run_dir / "serial.log"
         dest.write_text(serial.read_text(errors="replace") if serial.exists() else "")
-
-
-    def diagnose_lost(self) -> ConsoleEvent | None:
-        """After a failed guest command: the kernel crash the console saw, or a `hang`
-        event if QEMU runs but the guest no longer answers a fresh SSH session."""
-        console = self.vm.console
-        if console is None:
-            return None
-        crash = console.severe()
-        if crash is not None:
-            return crash
-        if not self.vm.alive():  # recorded for the report, but not a kernel failure
-            code = self.vm.popen.returncode if self.vm.popen else None
-            console.add_event("exited", [f"QEMU exited (status {code}) without a kernel crash"])
-            return None
-        probe = SshShell("127.0.0.1", self.vm.port, self.vm.req.image.ssh_key,
-                         self.vm.req.image.host_key_pub)
-        try:
-            probe.connect(timeout=HANG_PROBE_TIMEOUT)
-            probe.run("true", timeout=HANG_PROBE_TIMEOUT)
-            return None  # the guest answers: the failure was not the kernel's
-        except GuestError:
-            serial = self.vm.req.run_dir / "serial.log"
-            tail = serial.read_text(errors="replace").splitlines()[-20:] if serial.exists() else []
-            return console.add_event("hang", [
-                f"guest unresponsive: no SSH answer within {HANG_PROBE_TIMEOUT:.0f} s, console "
-                f"silent for {console.idle_seconds():.0f} s", *tail])
-        finally:
-            probe.close()
 
 
 def _boot(req: qemu.BootRequest) -> tuple[qemu.Vm, SshShell, float]:
     vm = qemu.Vm(req)
     vm.__enter__()
     try:
-        shell = SshShell("127.0.0.1", vm.port, req.image.ssh_key, req.image.host_key_pub)
+        shell = SshShell("127.0.0.1", vm.port, req.image.ssh_key, req.image.host_key_pub,
+                         liveness=lambda: health.check_host(vm))
         ssh_seconds = shell.connect(timeout=60)
         res = shell.run("true", timeout=30)
         if not res.ok:
             raise GuestError("guest shell does not work: `true` failed")
         return vm, shell, ssh_seconds
+    except GuestError as e:
+        d = health.diagnose(vm, lambda timeout: False)  # SSH just failed: why?
+        vm.stop()
+        raise BootError(f"guest booted but {e.message} ({d.kind}: {d.summary})",
+                        "\n".join(d.lines) or e.detail) from e
     except BaseException:
         vm.stop()
         raise
@@ -108,15 +117,19 @@ def guest(kernel: Path, img: image.Image, run_dir: Path, accel: str = "auto",
     try:
         yield g
     except GuestError as e:
-        crash = g.diagnose_lost()
-        if crash is not None:  # say why the guest was lost
-            e.message += f" (kernel {crash.kind}: {crash.lines[0][:160]})"
-            e.detail = "\n".join(crash.lines)
+        d = g.diagnose()
+        if not d.alive and not isinstance(e, GuestLost):  # say why the guest was lost
+            e.message += f" ({d.kind}: {d.summary})"
+            e.detail = "\n".join(d.lines) or e.detail
         raise
-    finally:
-        g.collect_dmesg(run_dir / "dmesg.txt")  # every run, even a failed one
-        shell.close()
-        vm.stop()
+    finally:  # QEMU is stopped whatever interrupts the dmesg collection or the close
+        try:
+            g.collect_dmesg(run_dir / "dmesg.txt")  # every run, even a failed one
+        finally:
+            try:
+                shell.close()
+            finally:
+                vm.stop()
 
 
 def _probe_kvm(req: qemu.BootRequest) -> tuple[qemu.Vm, SshShell, float, str]:

@@ -1,4 +1,5 @@
-"""collapse_huge_page() for anonymous memory (mm/khugepaged.c), spec section 5.
+"""collapse_huge_page() for anonymous memory at the PMD order (mm/khugepaged.c;
+docs/khugepaged-model.md "Collapse"). Orders below the PMD (7.2): mthp.py.
 
 Steps and the counters each touches:
   1. alloc_charge_folio(): allocation fails -> thp_collapse_alloc_failed,
@@ -19,7 +20,7 @@ import logging
 
 import numpy as np
 
-from orchestrator.model.machine import Machine, suitable_pmd
+from orchestrator.model.machine import PMD_ORDER, Machine, suitable_pmd
 from orchestrator.model.mm import (
     HPAGE_PMD_NR,
     PMD_TABLE,
@@ -38,14 +39,20 @@ from orchestrator.model.scan import isolate_check
 log = logging.getLogger(__name__)
 
 
-def alloc_charge_folio(m: Machine) -> Scan:
-    """alloc_charge_folio(): the PMD-order allocation and its memcg charge."""
+def alloc_charge_folio(m: Machine, order: int = PMD_ORDER) -> Scan:
+    """alloc_charge_folio() (7.2.13 l.1232): the allocation and its memcg charge.
+    vmstat THP_COLLAPSE_ALLOC[_FAILED] only for the PMD order; 7.2 also counts
+    MTHP_STAT_COLLAPSE_ALLOC[_FAILED] for every order."""
     attempt = m.alloc_attempts
     m.alloc_attempts += 1
     if m.faults.alloc_fails(attempt):
-        m.count("thp_collapse_alloc_failed")
+        if order == PMD_ORDER:
+            m.count("thp_collapse_alloc_failed")
+        m.count_mthp(order, "collapse_alloc_failed")
         return Scan.ALLOC_HUGE_PAGE_FAIL
-    m.count("thp_collapse_alloc")
+    if order == PMD_ORDER:
+        m.count("thp_collapse_alloc")
+    m.count_mthp(order, "collapse_alloc")
     if m.faults.charge_fails(attempt):
         return Scan.CGROUP_CHARGE_FAIL
     return Scan.SUCCEED
@@ -99,7 +106,16 @@ def install_huge_pmd(m: Machine, mm: Mm, row: int, addr: int) -> None:
 
 def collapse_huge_page(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
                        is_khugepaged: bool) -> Scan:
-    """collapse_huge_page(mm, address, referenced, unmapped, cc); returns its result."""
+    """collapse_huge_page(mm, address, referenced, unmapped, cc[, HPAGE_PMD_ORDER]);
+    returns its result, logged as the mm_collapse_huge_page trace event would."""
+    result = _collapse_pmd(m, mm, row, addr, unmapped, is_khugepaged)
+    m.log_collapse(mm, addr, PMD_ORDER, result,
+                   "khugepaged" if is_khugepaged else "madvise_collapse")
+    return result
+
+
+def _collapse_pmd(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
+                  is_khugepaged: bool) -> Scan:
     result = alloc_charge_folio(m)
     if result is not Scan.SUCCEED:
         return result
@@ -118,3 +134,32 @@ def collapse_huge_page(m: Machine, mm: Mm, row: int, addr: int, unmapped: int,
         return result
     install_huge_pmd(m, mm, row, addr)
     return Scan.SUCCEED
+
+
+def install_huge_pmds(m: Machine, mm: Mm, rows: np.ndarray, writable: bool) -> None:
+    """install_huge_pmd() for several rows at once: the same end state as collapsing
+    them one after another (each old page unmapped, a new PMD-mapped folio each)."""
+    t, st = mm.tables, m.store
+    k = len(rows)
+    present = (t.pte[rows] & STATE_MASK) == PTE_PRESENT
+    st.map_ptes(t.page[rows][present], -1)
+    ids = st.alloc(k * HPAGE_PMD_NR)
+    heads = ids[::HPAGE_PMD_NR]
+    st.head[ids] = np.repeat(heads, HPAGE_PMD_NR)
+    st.nr[heads] = HPAGE_PMD_NR
+    st.entire[heads] = 1
+    st.any_large = True
+    t.kind[rows], t.folio[rows] = PMD_THP, heads
+    t.pmd_bits[rows] = YOUNG | (WRITE if writable else 0)
+    t.pte[rows] = 0
+    t.page[rows] = NO_PAGE
+    m.mark_dirty(rows)
+
+
+def batch_collapsible(m: Machine, mm: Mm) -> bool:
+    """May consecutive khugepaged collapses be done at once (khugepaged.py)? Only
+    when nothing can differ from collapsing them one by one: no injected
+    allocation or charge failure, no pending trylock failure."""
+    f = m.faults
+    return (f.alloc_fail in (False, frozenset()) and f.charge_fail in (False, frozenset())
+            and not mm.trylock_failures)

@@ -4,7 +4,8 @@ scan cursor, pages_to_scan budget, sleeping, full_scans.
 Each method names the kernel function it mirrors. The thread itself is a
 generator (`_thread`, mirroring khugepaged()) that yields when the kernel
 thread would sleep; `Khugepaged.wake_up`/`advance_to` resume it, so the
-simulated clock decides when passes happen (spec section 3).
+simulated clock decides when passes happen (docs/khugepaged-model.md "The thread").
+7.1+ names: collapse_scan_mm_slot() (7.2.13 l.2836), collapse_single_pmd() (l.2779).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.model.collapse import collapse_huge_page
-from orchestrator.model.machine import Machine
+from orchestrator.model.collapse import batch_collapsible, collapse_huge_page, install_huge_pmds
+from orchestrator.model.machine import PMD_BIT, PMD_ORDER, Machine
 from orchestrator.model.mm import HPAGE_PMD_NR, Mm, Vma, hstart_hend
+from orchestrator.model.mthp import mthp_collapse
 from orchestrator.model.results import CODE_OF, CODES, Scan
-from orchestrator.model.scan import C_SUCCEED, count_exceed, scan_rows
+from orchestrator.model.scan import C_SUCCEED, ScanBatch, count_exceed, scan_rows
 
 log = logging.getLogger(__name__)
 
+PTE_LOOKAHEAD = 256  # PMDs evaluated per chunk with per-PTE progress (speed only)
 JIFFY_MS = 4  # CONFIG_HZ=250 (Debian): msecs_to_jiffies() rounds up to 4 ms steps
 
 Block = tuple[Any, ...]  # what the thread waits for: ("sleep",) | ("list",) | ("alloc", t)
@@ -48,6 +51,9 @@ class Khugepaged:
         self.block: Block | None = None
         self.do_scans = 0
         self.on_do_scan_end: Callable[[Khugepaged], None] | None = None
+        # collapse runs of PMDs in one scan_mm_slot() call (only from do_scan(), whose
+        # loop would re-enter the mm after each collapse: same outcome, fewer calls)
+        self.batching = False
         if m.pmd_enabled():  # hugepage_init() -> start_stop_khugepaged(); list empty
             self.gen = self._thread()
             self.block = ("list",)
@@ -63,7 +69,7 @@ class Khugepaged:
         """khugepaged_enter_vma(): register `mm` if it is not yet and `vma` is eligible.
         Returns True if this call registered it and the list was empty (a wakeup)."""
         if not mm.registered and self.m.pmd_enabled():
-            if self.m.vma_allowable(mm, vma, enforce_sysfs=True):
+            if self.m.collapse_orders(mm, vma):  # 7.2: collapse_possible() (l.586), any order
                 return self.enter(mm)
         return False
 
@@ -122,7 +128,7 @@ class Khugepaged:
         (mm finished, progress, last result)."""
         m = self.m
         for vma in [v for v in mm.vmas if v.end > self.scan_address]:
-            if not m.vma_allowable(mm, vma, enforce_sysfs=True):
+            if not m.collapse_orders(mm, vma):
                 progress += 1  # skip: ineligible VMA
                 continue
             hstart, hend = hstart_hend(vma)
@@ -131,44 +137,100 @@ class Khugepaged:
                 continue
             self.scan_address = max(self.scan_address, hstart)
             while self.scan_address < hend:
-                done, progress, result = self._scan_pmds(mm, hend, pages, progress, result)
+                done, progress, result = self._scan_pmds(mm, vma, hend, pages, progress,
+                                                         result)
                 if done:  # mmap_lock dropped by a collapse attempt, or budget used
                     return False, progress, result
         return True, progress, result
 
-    def _scan_pmds(self, mm: Mm, hend: int, pages: int, progress: int,
+    def _scan_pmds(self, mm: Mm, vma: Vma, hend: int, pages: int, progress: int,
                    result: Scan) -> tuple[bool, int, Scan]:
-        """The inner `while (khugepaged_scan.address < hend)` loop, vectorised:
-        PMDs up to the next collapse attempt or the end of the budget are
-        evaluated at once; each costs HPAGE_PMD_NR progress whatever its result."""
+        """The inner `while (khugepaged_scan.address < hend)` loop, vectorised: a
+        chunk of PMDs that fits the remaining budget is evaluated at once, up to the
+        first collapse attempt or the PMD after which the budget is used. A PMD costs
+        HPAGE_PMD_NR ("pmd" progress) or the PTEs examined, 1 without a PTE table
+        ("pte" progress, 7.1+ collapse_scan_pmd l.1587). Returns (stop this mm visit,
+        progress, result); (False, ...) with PMDs left means "call again"."""
         m = self.m
+        orders = m.collapse_orders(mm, vma)
+        fill = m.profile.mthp_collapse and orders != PMD_BIT
         b0 = self.scan_address // HPAGE_PMD_NR
         n_left = (hend - self.scan_address) // HPAGE_PMD_NR
-        n_budget = max(1, -(-(pages - progress) // HPAGE_PMD_NR))
-        n = min(n_left, n_budget)
+        rem = pages - progress
+        n = max(1, -(-rem // HPAGE_PMD_NR))  # enough if every PMD costs HPAGE_PMD_NR
+        if m.profile.progress == "pte":  # cheap PMDs (1 unit) fit more: look further ahead
+            n = max(n, min(rem, PTE_LOOKAHEAD))
+        n = min(n_left, n)
         r0, r1 = m.blocks.rows(b0, b0 + n)
-        batch = scan_rows(m, mm, r0, r1, is_khugepaged=True)
+        batch = scan_rows(m, mm, r0, r1, is_khugepaged=True, fill_bitmap=fill)
+        cost = batch.examined if m.profile.progress == "pte" else np.full(n, HPAGE_PMD_NR)
         hits = np.flatnonzero(batch.codes == C_SUCCEED)
         upto = int(hits[0]) if len(hits) else n
-        if upto:
-            codes = batch.codes[:upto]
+        spent = progress + np.cumsum(cost[:upto])
+        over = np.flatnonzero(spent >= pages)
+        done = int(over[0]) + 1 if len(over) else upto  # PMDs consumed without a collapse
+        if done:
+            codes = batch.codes[:done]
             count_exceed(m, codes)
-            self._log(mm, b0, codes, {k: v[:upto] for k, v in batch.counts().items()})
+            self._log(mm, b0, codes, {k: v[:done] for k, v in batch.counts().items()})
             result = CODES[int(codes[-1])]
-            self.scan_address += upto * HPAGE_PMD_NR
-            progress += upto * HPAGE_PMD_NR
-        if upto < n:  # hpage_collapse_scan_pmd() -> collapse_huge_page(), lock dropped
-            addr = self.scan_address
-            result = collapse_huge_page(m, mm, r0 + upto, addr, int(batch.unmapped[upto]),
-                                        is_khugepaged=True)
+            self.scan_address += done * HPAGE_PMD_NR
+            progress = int(spent[done - 1])
+        if len(over):
+            return True, progress, result
+        if upto < n and self.batching and orders == PMD_BIT and batch_collapsible(m, mm):
+            return self._collapse_run(mm, vma, b0 + upto, r0 + upto, batch, upto, pages,
+                                      progress)
+        if upto < n:  # collapse_scan_pmd() -> collapse_huge_page(), lock dropped
+            result = self._collapse(mm, r0 + upto, orders, int(batch.unmapped[upto]))
             self._log(mm, b0 + upto, np.array([CODE_OF[result]], np.int8),
                       {k: v[upto:upto + 1] for k, v in batch.counts().items()})
-            if result is Scan.SUCCEED:
+            if result is Scan.SUCCEED:  # collapse_single_pmd() l.2831
                 m.count("pages_collapsed")
             self.scan_address += HPAGE_PMD_NR
-            progress += HPAGE_PMD_NR
+            progress += int(cost[upto])
             return True, progress, result
-        return progress >= pages, progress, result
+        return False, progress, result
+
+    def _collapse_run(self, mm: Mm, vma: Vma, b: int, row: int, batch: ScanBatch, i: int,
+                      pages: int, progress: int) -> tuple[bool, int, Scan]:
+        """A run of PMDs from batch index `i` that all scanned SUCCEED with no swap
+        entry, collapsed at once. One by one, each collapse would return to
+        khugepaged_do_scan() (progress >= budget ends the wakeup) and re-enter the
+        mm (+1 progress, same cursor): the run stops where that budget check would."""
+        m = self.m
+        ok = (batch.codes[i:] == C_SUCCEED) & (batch.unmapped[i:] == 0)
+        run = int(np.argmin(ok)) if not ok.all() else len(ok)
+        if run == 0:  # swap entries: the per-PMD path swaps them in
+            result = self._collapse(mm, row, PMD_BIT, int(batch.unmapped[i]))
+            self._log(mm, b, np.array([CODE_OF[result]], np.int8),
+                      {k: v[i:i + 1] for k, v in batch.counts().items()})
+            m.count("pages_collapsed", result is Scan.SUCCEED)
+            self.scan_address += HPAGE_PMD_NR
+            return True, progress + HPAGE_PMD_NR, result
+        # after collapse j: progress + (j+1)*512 + j re-entries; stop once >= pages
+        spent = progress + np.arange(1, run + 1) * (HPAGE_PMD_NR + 1) - 1
+        over = np.flatnonzero(spent >= pages)
+        run = int(over[0]) + 1 if len(over) else run
+        rows = np.arange(row, row + run)
+        install_huge_pmds(m, mm, rows, vma.writable)
+        m.alloc_attempts += run
+        for name in ("thp_collapse_alloc", "pages_collapsed"):
+            m.count(name, run)
+        m.count_mthp(PMD_ORDER, "collapse_alloc", run)
+        for j in range(run if m.log_collapses else 0):
+            m.log_collapse(mm, (b + j) * HPAGE_PMD_NR, PMD_ORDER, Scan.SUCCEED, "khugepaged")
+        self._log(mm, b, batch.codes[i:i + run], {k: v[i:i + run]
+                                                   for k, v in batch.counts().items()})
+        self.scan_address += run * HPAGE_PMD_NR
+        return True, int(spent[run - 1]), Scan.SUCCEED
+
+    def _collapse(self, mm: Mm, row: int, orders: int, unmapped: int) -> Scan:
+        """After a SUCCEED scan: mthp_collapse() (7.2) or collapse_huge_page()."""
+        if self.m.profile.mthp_collapse:
+            return mthp_collapse(self.m, mm, row, self.scan_address, unmapped, orders)
+        return collapse_huge_page(self.m, mm, row, self.scan_address, unmapped,
+                                  is_khugepaged=True)
 
     def _log(self, mm: Mm, b0: int, codes: np.ndarray, counts: dict[str, np.ndarray]) -> None:
         addr = (b0 + np.arange(len(codes))) * HPAGE_PMD_NR
@@ -198,7 +260,9 @@ class Khugepaged:
             if self.scan_mm is None:
                 pass_through_head += 1
             if self.has_work() and pass_through_head < 2:
+                self.batching = True  # this loop re-enters after each collapse anyway
                 p, result = self.scan_mm_slot(pages - progress)
+                self.batching = False
                 progress += p
             else:
                 progress = pages

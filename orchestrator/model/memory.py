@@ -16,7 +16,14 @@ import logging
 
 import numpy as np
 
-from orchestrator.model.machine import Machine, suitable_pmd
+from orchestrator.model.machine import (
+    ALL_ANON,
+    PMD_BIT,
+    Machine,
+    orders_of,
+    suitable_order,
+    suitable_pmd,
+)
 from orchestrator.model.mm import (
     HPAGE_PMD_NR,
     PMD_EMPTY,
@@ -210,6 +217,7 @@ def _touch_ptes(m: Machine, mm: Mm, vma: Vma, row: int, cols: np.ndarray, write:
         return
     # write: none or zero page -> a new page (do_anonymous_page / wp_page_copy)
     fresh = cols[state <= PTE_ZERO]
+    fresh = _mthp_faults(m, mm, vma, row, fresh)
     ro = present[(t.pte[row, present] & WRITE) == 0]
     if len(ro):  # do_wp_page(): reuse if only we map it, else copy
         ids = t.page[row, ro]
@@ -230,6 +238,42 @@ def _touch_ptes(m: Machine, mm: Mm, vma: Vma, row: int, cols: np.ndarray, write:
         st.map_ptes(ids, +1)
         t.page[row, fresh] = ids
         t.pte[row, fresh] = PTE_PRESENT | YOUNG | WRITE
+
+
+def _mthp_faults(m: Machine, mm: Mm, vma: Vma, row: int, fresh: np.ndarray) -> np.ndarray:
+    """do_anonymous_page() -> alloc_anon_folio() (6.8+; 7.2.13 mm/memory.c): a write
+    fault on a none PTE maps the highest enabled order below the PMD whose aligned
+    range fits the VMA and is all pte_none, as one large folio. Returns the PTEs
+    still to fault as order-0 pages."""
+    if m.profile.pmd_enabled_rule == "global" or not len(fresh):
+        return fresh
+    orders = m.allowable_orders(mm, vma, ALL_ANON & ~PMD_BIT, enforce_sysfs=True, in_pf=True)
+    if not orders:
+        return fresh
+    t, st = mm.tables, m.store
+    base = int(m.blocks.blocks[row]) * HPAGE_PMD_NR
+    rest = []
+    for c in fresh.tolist():
+        state = t.pte[row, c] & STATE_MASK
+        if state == PTE_ZERO:
+            rest.append(c)  # do_wp_page() copies the zero page to an order-0 page
+            continue
+        if state != PTE_NONE:
+            continue  # mapped by a large folio of an earlier fault in this step
+        for o in sorted(orders_of(orders), reverse=True):
+            n = 1 << o
+            lo = c // n * n
+            if suitable_order(vma, base + c, o) and not (t.pte[row, lo:lo + n] & STATE_MASK).any():
+                anon_prepare(m, vma)
+                head = st.alloc_folio(n)
+                ids = np.arange(head, head + n, dtype=np.int32)
+                st.map_ptes(ids, +1)
+                t.page[row, lo:lo + n] = ids
+                t.pte[row, lo:lo + n] = PTE_PRESENT | YOUNG | WRITE
+                break
+        else:
+            rest.append(c)
+    return np.array(rest, np.int64)
 
 
 # ------------------------------------------------------------------ zap / pageout

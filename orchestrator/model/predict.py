@@ -16,19 +16,27 @@ from orchestrator.spec import WorkloadSpec
 log = logging.getLogger(__name__)
 
 
-def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None) -> Prediction:
+def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None,
+            wait_starts: dict[int, int] | None = None) -> Prediction:
     """Predict counters, smaps and per-PMD decisions at every checkpoint of `spec`.
 
     `version` selects the profile (nearest known one, with a warning, if
-    unknown); `faults` injects THP allocation/charge failures.
+    unknown); `faults` injects THP allocation/charge failures. `wait_starts`
+    (wait_scans step -> the full_scans delta the driver saw when it began, from
+    `Observation.wait_starts`) aligns the model with the passes the kernel
+    completed: a periodic wake-up that fell inside slow steps before a wait is run
+    before the wait, so the wait counts the same passes as the kernel's.
     """
     profile = load_version_profile(version)
     flt = faults or Faults()
 
     def make(ch: Chooser) -> WorkloadRun:
-        return WorkloadRun(spec, profile, flt, ch)
+        return WorkloadRun(spec, profile, flt, ch, wait_starts=wait_starts)
 
     runs = enumerate_runs(make)
+    # schedules whose wait began at another pass than the driver saw are ruled out
+    # (unless every one is: then the comparison shows the difference)
+    runs = [r for r in runs if not r.contradicted] or runs
     log.debug("workload %s: %d schedule(s)", spec.name, len(runs))
     checkpoints = []
     for ci, first in enumerate(runs[0].checkpoints):
@@ -40,10 +48,23 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
                 reason = "; ".join([*why, sub] if sub else why) or "deterministic"
                 _merge(cp.outcomes, obs, reason, si, t, cuts)
         checkpoints.append(cp)
-    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile))
+    schedules = [Schedule(i, list(r.chooser.labels), _decisions(r, profile), _collapses(r))
                  for i, r in enumerate(runs)]
+    warnings = sorted({w for r in runs for w in r.m.warnings})
     return Prediction(spec.name, spec.source, version, profile.version, dict(spec.settings),
-                      checkpoints, schedules, list(ASSUMPTIONS))
+                      checkpoints, schedules, list(ASSUMPTIONS), warnings)
+
+
+def _collapses(run: WorkloadRun) -> list[dict[str, Any]]:
+    """The run's collapse_huge_page() calls, tagged with region and page index."""
+    out = [dict(c) for c in run.m.collapse_log]
+    for c in out:
+        page = c["address"] // 4096
+        for name, (s, e) in run.extent.items():
+            if s <= page < e:
+                c["region"], c["page"] = name, page - s
+                break
+    return out
 
 
 def _merge(outcomes: list[Outcome], obs: Any, reason: str, si: int, t: int,

@@ -19,6 +19,8 @@ class RegionState:
     rss_kb: int
     swap_kb: int
     huge_pmds: tuple[int, ...]
+    # PTE-mapped large folios: (first page index in the region, folio size in kB)
+    folios: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class PredictedState:
         for proc, name, st in self.regions:
             d = asdict(st)
             d["huge_pmds"] = list(st.huge_pmds)
+            d["folios"] = [list(f) for f in st.folios]
             regions.setdefault(proc, {})[name] = d
         return {"counters": dict(self.counters), "regions": regions,
                 "results": {str(k): v for k, v in self.results}, "timed_out": self.timed_out}
@@ -83,10 +86,13 @@ class Schedule:
     index: int
     choices: list[str]
     decisions: list[dict[str, Any]]
+    # collapse_huge_page() calls with their order (mm_collapse_huge_page trace events)
+    collapses: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly dict."""
-        return {"index": self.index, "choices": self.choices, "decisions": self.decisions}
+        return {"index": self.index, "choices": self.choices, "decisions": self.decisions,
+                "collapses": self.collapses}
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Prediction:
     checkpoints: list[CheckpointPrediction]
     schedules: list[Schedule]
     assumptions: list[str]
+    warnings: list[str] = field(default_factory=list)  # kernel pr_warn_once() texts
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (json.dumps works on it)."""
@@ -108,7 +115,7 @@ class Prediction:
                 "profile": self.profile, "settings": dict(self.settings),
                 "checkpoints": [c.to_json() for c in self.checkpoints],
                 "schedules": [s.to_json() for s in self.schedules],
-                "assumptions": list(self.assumptions)}
+                "assumptions": list(self.assumptions), "warnings": list(self.warnings)}
 
 
 def _fmt_counters(obs: PredictedState) -> str:
@@ -134,9 +141,13 @@ def format_prediction(pred: Prediction, decisions: bool = True) -> str:
                 lines.append(f"      {proc}/{name}: AnonHugePages {st.anon_huge_kb} kB, "
                              f"Rss {st.rss_kb} kB, Swap {st.swap_kb} kB, "
                              f"huge PMDs {list(st.huge_pmds)}")
+                if st.folios:
+                    lines.append("        large folios (page:kB): "
+                                 + " ".join(f"{pg}:{kb}" for pg, kb in st.folios))
             if obs.results:
                 lines.append("      syscalls: " + ", ".join(f"step {k}: {v}"
                                                              for k, v in obs.results))
+    lines += [f"kernel warning: {w}" for w in pred.warnings]
     if decisions and pred.schedules:
         s = pred.schedules[0]
         lines.append(f"per-PMD decisions, schedule 0 ({'; '.join(s.choices) or 'no choices'}):")
@@ -146,4 +157,21 @@ def format_prediction(pred: Prediction, decisions: bool = True) -> str:
                 f"{d.get('region', '?')}[{d.get('pmd', '?')}] {d['result']:<22} "
                 f"none={d['none_or_zero']} swap={d['unmapped']} shared={d['shared']} "
                 f"ref={d['referenced']} w={d['writable']}")
+        lines += _fmt_collapses(s)
     return "\n".join(lines)
+
+
+def _fmt_collapses(s: Schedule) -> list[str]:
+    """Per-order collapse_huge_page() calls of one schedule, and a count per order."""
+    if not s.collapses:
+        return []
+    lines = [f"collapse_huge_page calls, schedule {s.index}:"]
+    per: dict[tuple[int, str], int] = {}
+    for c in s.collapses:
+        kb = 4 << c["order"]
+        per[kb, c["result"]] = per.get((kb, c["result"]), 0) + 1
+        lines.append(f"  t={c['time_ms']:>6} {c['proc']:<6} {c['by']:<16} "
+                     f"{c.get('region', '?')}+{c.get('page', '?')} {kb:>4} kB  {c['result']}")
+    lines.append("  per order: " + ", ".join(f"{kb} kB {r} x{n}"
+                                            for (kb, r), n in sorted(per.items())))
+    return lines

@@ -22,11 +22,11 @@ from orchestrator.model.results import Scan
 log = logging.getLogger(__name__)
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "pmd_enabled_rule": ("global", "per_size"),
+    "pmd_enabled_rule": ("global", "per_size", "any_order"),
     "madv_hugepage_registration": ("hugepage_madvise", "madvise_update_vma"),
     "pte_check_order": ("swap_first", "none_first"),
     "empty_pmd_codes": ("pmd_null_none", "no_pte_table"),
-    "progress": ("pmd",),
+    "progress": ("pmd", "pte"),
     "shared_test": ("page_mapcount", "folio_likely_mapped_shared", "folio_maybe_mapped_shared"),
 }
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?\Z")
@@ -34,7 +34,7 @@ _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?\Z")
 
 @dataclass(frozen=True)
 class VersionProfile:
-    """Rules that differ between kernel versions (spec section 10)."""
+    """Rules that differ between kernel versions (docs/khugepaged-model.md, "Versions")."""
 
     version: str
     description: str
@@ -45,6 +45,7 @@ class VersionProfile:
     empty_pmd_codes: str
     progress: str
     shared_test: str
+    mthp_collapse: bool
     collapse_exceed_none_errno: str
     collapse_eagain: frozenset[Scan]
     collapse_continue_on: frozenset[Scan]
@@ -79,8 +80,9 @@ def parse_profile(doc: dict[str, Any], source: str) -> VersionProfile:
         if doc.get(key) not in choices:
             raise UserError(f"{source}: {key}: expected one of {list(choices)}, "
                             f"got {doc.get(key)!r}")
-    if not isinstance(doc.get("writable_required"), bool):
-        raise UserError(f"{source}: writable_required: expected a boolean")
+    for key in ("writable_required", "mthp_collapse"):
+        if not isinstance(doc.get(key), bool):
+            raise UserError(f"{source}: {key}: expected a boolean")
     mc = doc.get("madvise_collapse")
     res = doc.get("results")
     if not isinstance(mc, dict) or not isinstance(res, dict):
@@ -95,6 +97,7 @@ def parse_profile(doc: dict[str, Any], source: str) -> VersionProfile:
         empty_pmd_codes=doc["empty_pmd_codes"],
         progress=doc["progress"],
         shared_test=doc["shared_test"],
+        mthp_collapse=doc["mthp_collapse"],
         collapse_exceed_none_errno=str(mc.get("exceed_none_errno")),
         collapse_eagain=_scan_names(source, "madvise_collapse.eagain", mc.get("eagain")),
         collapse_continue_on=_scan_names(source, "madvise_collapse.continue_on",

@@ -34,6 +34,7 @@ class Scan(enum.Enum):
     PAGE_LRU = "page_not_in_lru"
     PAGE_LOCK = "page_locked"
     PAGE_ANON = "page_not_anon"
+    PAGE_LAZYFREE = "page_lazyfree"
     PAGE_COMPOUND = "page_compound"
     ANY_PROCESS = "no_process_for_page"
     VMA_NULL = "vma_null"

@@ -1,4 +1,5 @@
-"""The anonymous PMD scan: hpage_collapse_scan_pmd() (mm/khugepaged.c), vectorised.
+"""The anonymous PMD scan: hpage_collapse_scan_pmd() (<= 7.0) / collapse_scan_pmd()
+(7.1+; 7.2.13 mm/khugepaged.c l.1587), vectorised.
 
 `scan_rows` evaluates a run of PMDs at once and returns, per PMD, the result
 the kernel's scan would reach *before* calling collapse_huge_page (SUCCEED
@@ -14,9 +15,14 @@ Per-PTE checks in kernel order (6.12, spec 4.2), for each PTE of the table:
      > max_ptes_shared -> EXCEED_SHARED_PTE; khugepaged: referenced += young
 End: no writable PTE -> PAGE_RO (<= 6.12); khugepaged and (referenced == 0 or
 (unmapped and referenced < HPAGE_PMD_NR/2)) -> LACK_REFERENCED_PAGE; else SUCCEED.
-A PTE is exactly one of swap/none/present, so the 7.0 "none first" order
-reaches the same first failure; uffd-wp, NUMA, LRU, lock and refcount checks
-never fail in the model (no uffd, one node, LRU drained, no GUP pins).
+A PTE is exactly one of swap/none/present, so the 6.19+ "none first" order
+reaches the same first failure; 7.0+ has no PAGE_RO. 7.1+ charges the scan
+budget per PTE examined (`ScanBatch.examined`: up to and including the PTE
+the loop stopped at; 1 for a PMD without a PTE table). 7.2 scans with
+max_ptes_none = 511 when an order below the PMD is enabled, so that the
+bitmap of present PTEs is complete for mthp_collapse() (l.1619-1624).
+uffd-wp, NUMA, LRU, lock and refcount checks never fail in the model (no uffd,
+one node, LRU drained, no GUP pins).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.model.machine import Machine, scan_code
+from orchestrator.model.machine import PMD_ORDER, Machine, scan_code
 from orchestrator.model.mm import (
     HPAGE_PMD_NR,
     PMD_EMPTY,
@@ -60,7 +66,13 @@ EXCEED_COUNTER = {
     C_EXCEED_SWAP: "thp_scan_exceed_swap_pte",
     C_EXCEED_SHARED: "thp_scan_exceed_share_pte",
 }
+EXCEED_STAT = {
+    C_EXCEED_NONE: "collapse_exceed_none_pte",
+    C_EXCEED_SWAP: "collapse_exceed_swap_pte",
+    C_EXCEED_SHARED: "collapse_exceed_shared_pte",
+}
 BIG = 1 << 20  # "no limit" (MADV_COLLAPSE)
+MAX_PTES_LIMIT = HPAGE_PMD_NR - 1  # KHUGEPAGED_MAX_PTES_LIMIT
 
 
 @dataclass
@@ -73,6 +85,7 @@ class ScanBatch:
     shared: np.ndarray
     referenced: np.ndarray
     writable: np.ndarray
+    examined: np.ndarray  # PTEs looked at (cc->progress units, 7.1+)
 
     def counts(self) -> dict[str, np.ndarray]:
         """The count columns, for the decision log."""
@@ -83,12 +96,15 @@ class ScanBatch:
         return len(self.codes)
 
 
-def limits(m: Machine, is_khugepaged: bool) -> tuple[int, int, int]:
-    """(max_ptes_none, max_ptes_swap, max_ptes_shared) as the scan applies them."""
+def limits(m: Machine, is_khugepaged: bool, fill_bitmap: bool = False) -> tuple[int, int, int]:
+    """(max_ptes_none, max_ptes_swap, max_ptes_shared) as the scan applies them:
+    collapse_max_ptes_*(cc, HPAGE_PMD_ORDER) (7.2.13 l.365-445); `fill_bitmap`:
+    orders below the PMD are enabled, so none/zero PTEs are limited to 511 only."""
     if not is_khugepaged:
         return BIG, BIG, BIG
     s = m.sysfs
-    return int(s["max_ptes_none"]), int(s["max_ptes_swap"]), int(s["max_ptes_shared"])
+    none = MAX_PTES_LIMIT if fill_bitmap else int(s["max_ptes_none"])
+    return none, int(s["max_ptes_swap"]), int(s["max_ptes_shared"])
 
 
 def empty_pmd_code(m: Machine, mm: Mm, row: int) -> int:
@@ -100,7 +116,8 @@ def empty_pmd_code(m: Machine, mm: Mm, row: int) -> int:
     return C_PMD_NONE if pud in mm.tables.puds else C_PMD_NULL
 
 
-def scan_rows(m: Machine, mm: Mm, r0: int, r1: int, is_khugepaged: bool) -> ScanBatch:
+def scan_rows(m: Machine, mm: Mm, r0: int, r1: int, is_khugepaged: bool,
+              fill_bitmap: bool = False) -> ScanBatch:
     """hpage_collapse_scan_pmd() up to the collapse decision, for PMD rows [r0, r1)."""
     t = mm.tables
     n = r1 - r0
@@ -111,12 +128,13 @@ def scan_rows(m: Machine, mm: Mm, r0: int, r1: int, is_khugepaged: bool) -> Scan
         codes[i] = empty_pmd_code(m, mm, r0 + int(i))
     zeros = np.zeros(n, np.int32)
     batch = ScanBatch(codes, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(),
-                      np.zeros(n, np.bool_))
+                      np.zeros(n, np.bool_), np.ones(n, np.int32))
     tab = np.flatnonzero(kinds == PMD_TABLE)
     if len(tab) == 0:
         return batch
+    batch.examined[tab] = HPAGE_PMD_NR
     t.refresh(m.store, m.profile.shared_test, rows[tab])
-    max_none, max_swap, max_shared = limits(m, is_khugepaged)
+    max_none, max_swap, max_shared = limits(m, is_khugepaged, fill_bitmap)
     trow = rows[tab]
     nn, ns, nsh = t.n_none[trow], t.n_swap[trow], t.n_shared[trow]
     ref = t.n_young[trow] if is_khugepaged else np.zeros(len(tab), np.int16)
@@ -160,6 +178,7 @@ def _scan_row_exact(m: Machine, mm: Mm, row: int, i: int, batch: ScanBatch,
     code = C_EXCEED_SWAP if k == f_swap else C_EXCEED_NONE if k == f_none else C_EXCEED_SHARED
     young = present & ((pte & YOUNG) != 0)
     batch.codes[i] = code
+    batch.examined[i] = k + 1
     batch.unmapped[i], batch.none_or_zero[i], batch.shared[i] = c_swap[k], c_none[k], c_sh[k]
     # referenced++ happens after the shared check, so the failing PTE never counts
     batch.referenced[i] = int(young[:k].sum()) if is_khugepaged else 0
@@ -168,11 +187,13 @@ def _scan_row_exact(m: Machine, mm: Mm, row: int, i: int, batch: ScanBatch,
 
 
 def count_exceed(m: Machine, codes: np.ndarray) -> None:
-    """count_vm_event(THP_SCAN_EXCEED_*_PTE) for every PMD that hit a limit."""
+    """count_vm_event(THP_SCAN_EXCEED_*_PTE) for every PMD that hit a limit, and
+    (7.2) count_mthp_stat(HPAGE_PMD_ORDER, MTHP_STAT_COLLAPSE_EXCEED_*)."""
     for code, name in EXCEED_COUNTER.items():
         k = int(np.count_nonzero(codes == code))
         if k:
             m.count(name, k)
+            m.count_mthp(PMD_ORDER, EXCEED_STAT[code], k)
 
 
 def isolate_check(m: Machine, mm: Mm, row: int, is_khugepaged: bool) -> Scan:
@@ -188,11 +209,13 @@ def isolate_check(m: Machine, mm: Mm, row: int, is_khugepaged: bool) -> Scan:
     max_none, _, max_shared = limits(m, is_khugepaged)
     if t.n_none[row] > max_none:
         m.count("thp_scan_exceed_none_pte")
+        m.count_mthp(PMD_ORDER, "collapse_exceed_none_pte")
         return Scan.EXCEED_NONE_PTE
     if t.n_swap[row]:
         return Scan.PTE_NON_PRESENT
     if t.n_shared[row] > max_shared:
         m.count("thp_scan_exceed_share_pte")
+        m.count_mthp(PMD_ORDER, "collapse_exceed_shared_pte")
         return Scan.EXCEED_SHARED_PTE
     if m.profile.writable_required and not t.any_write[row]:
         return Scan.PAGE_RO

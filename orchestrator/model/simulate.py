@@ -20,8 +20,15 @@ simulated (`enumerate_runs`):
   * a wait_scans checkpoint may see the state at the full_scans increment or
     after the rest of that wakeup's scanning (only differs when the wakeup
     goes on into the next pass);
-  * a wakeup due within SLEEP_MARGIN_MS of the end of a `sleep` may fall on
-    either side.
+  * time series (`sleep` + `checkpoint`) are judged by position, not by
+    milliseconds: the kernel starts its sleep after khugepaged_do_scan()
+    returns (khugepaged_wait_work()), so on a loaded host every wakeup that
+    collapses drifts later, and the driver's own sleep may overshoot. A
+    checkpoint in a run of sleeps and checkpoints (a *timed segment*) may
+    therefore see the state after any whole wakeup of that segment, from the
+    state when the segment began to the state when the next other step begins;
+    a wait_scans right after a segment may have begun at any of the segment's
+    pass boundaries (its starting full_scans is a choice).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import numpy as np
 
 from orchestrator.errors import UserError
 from orchestrator.model.khugepaged import Khugepaged
-from orchestrator.model.machine import PREDICTED_COUNTERS, DecisionLog, Faults, Machine
+from orchestrator.model.machine import DecisionLog, Faults, Machine
 from orchestrator.model.madvise_collapse import madvise_collapse
 from orchestrator.model.memory import (
     fork,
@@ -58,11 +65,16 @@ from orchestrator.model.mm import (
 )
 from orchestrator.model.prediction import PredictedState, RegionState
 from orchestrator.model.profile import VersionProfile
-from orchestrator.spec import SETTINGS_WRITE_ORDER, Step, WorkloadSpec, layout_addresses
+from orchestrator.spec import (
+    MTHP_KNOB_DEFAULTS,
+    SETTINGS_WRITE_ORDER,
+    Step,
+    WorkloadSpec,
+    layout_addresses,
+)
 
 log = logging.getLogger(__name__)
 
-SLEEP_MARGIN_MS = 20
 MAX_SCHEDULES = 256
 
 ASSUMPTIONS = (
@@ -72,7 +84,8 @@ ASSUMPTIONS = (
     "periodic khugepaged wakeup falls inside them.",
     "Memory is ample: THP allocations succeed unless faults are injected; no reclaim, so the "
     "underused-THP shrinker never runs; pages are on the LRU when scanned (lru_add_drain_all).",
-    "hugepages-2048kB/enabled is 'inherit'; one NUMA node; no userfaultfd, GUP pins or prctl.",
+    "hugepages-<N>kB/enabled are the kernel defaults (2048kB inherit, others never) unless the "
+    "workload sets them; one NUMA node; no userfaultfd, GUP pins, MADV_FREE or prctl.",
     "MADV_PAGEOUT swaps out every exclusive present page of the range (swap is available and "
     "the driver's per-CPU LRU batches were drained).",
 )
@@ -127,8 +140,10 @@ class WorkloadRun:
     """One simulation of a workload under one schedule of choices."""
 
     def __init__(self, spec: WorkloadSpec, profile: VersionProfile, faults: Faults,
-                 chooser: Chooser, log_decisions: bool = True) -> None:
+                 chooser: Chooser, log_decisions: bool = True,
+                 wait_starts: dict[int, int] | None = None) -> None:
         self.spec, self.chooser = spec, chooser
+        self.wait_starts = wait_starts or {}
         addrs = layout_addresses(spec)
         self.extent = {r.name: (addrs[r.name] // 4096, addrs[r.name] // 4096 + r.pages)
                        for r in spec.regions}
@@ -147,6 +162,12 @@ class WorkloadRun:
         self.fs_cut: dict[int, int] = {}  # full_scans value -> decision-log length then
         self.fs_end_cut: dict[int, int] = {}
         self._pending_fs: list[int] = []
+        # the timed segment: wake-up boundaries (label, state, time, log length) since it
+        # began, and its checkpoints still waiting for the segment's end
+        self.aligned: dict[int, str] = {}  # wait step -> pass alignment from the observation
+        self.contradicted = ""  # why the observed wait starts rule this schedule out
+        self.segment: list[tuple[str, PredictedState, int, int]] | None = None
+        self.timed: list[CheckpointRecord] = []
         self.m.on_full_scan = self._on_full_scan
         self.k.on_do_scan_end = self._on_do_scan_end
 
@@ -159,6 +180,12 @@ class WorkloadRun:
         self._pending_fs.append(fs)
 
     def _on_do_scan_end(self, k: Khugepaged) -> None:
+        if self.segment is not None:
+            n = len(self.segment)
+            self.segment.append((f"read after wake-up {n} of the time series (model "
+                                 f"{self.m.now_ms} ms, full_scans "
+                                 f"{self.m.counters['full_scans']})", self.observe(),
+                                 self.m.now_ms, len(self.m.log)))
         if self._pending_fs:
             obs = self.observe()
             for fs in self._pending_fs:
@@ -172,7 +199,7 @@ class WorkloadRun:
         for proc, mm in self.m.mms.items():
             for r in self.spec.regions:
                 regions.append((proc, r.name, self._region_state(mm, r.name)))
-        return PredictedState(tuple((k, self.m.counters[k]) for k in PREDICTED_COUNTERS),
+        return PredictedState(tuple(self.m.counters.items()),
                            tuple(regions), tuple(sorted(self.results.items())), timed_out)
 
     def _region_state(self, mm: Mm, name: str) -> RegionState:
@@ -195,17 +222,60 @@ class WorkloadRun:
                     swap += int(np.count_nonzero(st == PTE_SWAP))
                 a = e
         huge_kb = 2048 * len(huge)
-        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge))
+        return RegionState(huge_kb, huge_kb + 4 * rss, 4 * swap, tuple(huge),
+                           self._folios(mm, name))
+
+    def _folios(self, mm: Mm, name: str) -> tuple[tuple[int, int], ...]:
+        """PTE-mapped large folios of the region: (page index of the PTE mapping the
+        folio's head, folio size in kB), what pagemap + kpageflags show."""
+        st = self.m.store
+        if not st.any_large:
+            return ()
+        s, e = self.extent[name]
+        out = []
+        for blk in range(s // HPAGE_PMD_NR, -(-e // HPAGE_PMD_NR)):
+            row = self.m.blocks.row_of[blk]
+            if mm.tables.kind[row] != PMD_TABLE:
+                continue
+            ids = mm.tables.page[row]
+            present = (mm.tables.pte[row] & STATE_MASK) == PTE_PRESENT
+            heads = np.flatnonzero(present & (ids >= 0) & (st.head[np.maximum(ids, 0)] == ids)
+                                   & (st.nr[np.maximum(ids, 0)] > 1))
+            for c in heads:
+                page = blk * HPAGE_PMD_NR + int(c)
+                if s <= page < e:
+                    out.append((page - s, 4 * int(st.nr[ids[c]])))
+        return tuple(out)
 
     # -------------------------------------------------------------- steps
 
     def run(self) -> None:
         """Execute every step; a pass woken by a step may run after it or later."""
         for i, step in enumerate(self.spec.steps):
+            if step.op not in ("checkpoint", "sleep") and step.op != "wait_scans":
+                self._end_segment()
             handler: Callable[[int, Step], None] = getattr(self, f"_op_{step.op}")
             handler(i, step)
             if step.op not in ("wait_scans", "checkpoint", "sleep"):
                 self._place_pending(i, step)
+        self._end_segment()
+
+    # -------------------------------------------------------------- time series
+
+    def _begin_segment(self) -> None:
+        """A sleep starts (or continues) a timed segment; its first boundary is
+        the state when the first sleep began (a pass woken before it has run)."""
+        if self.segment is None:
+            self.segment = [("read before the time series' first timed wake-up", self.observe(),
+                             self.m.now_ms, len(self.m.log))]
+
+    def _end_segment(self) -> None:
+        """The segment is over: each of its checkpoints may have seen any of its
+        wake-up boundaries (by position, not by time)."""
+        if self.segment is not None:
+            for rec in self.timed:
+                rec.seen = [(label, obs, t, (cut,)) for label, obs, t, cut in self.segment]
+        self.segment, self.timed = None, []
 
     # -------------------------------------------------------------- wakeups
 
@@ -320,11 +390,11 @@ class WorkloadRun:
             if key in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
                 self.k.sleep_expire = 0  # the store resets the timer and wakes the thread
                 self._wake(i, f"{key} written")
-            elif key == "enabled":
+            elif key == "enabled" or key in MTHP_KNOB_DEFAULTS:  # both start_stop_khugepaged()
                 self.k.start_stop()
                 if not self.k.running:
                     self.pending = None
-                self._wake(i, f"enabled={knobs[key]} written")
+                self._wake(i, f"{key}={knobs[key]} written")
 
     def _op_checkpoint(self, i: int, step: Step) -> None:
         p = self.pending
@@ -337,27 +407,25 @@ class WorkloadRun:
             self._run_pending()
 
     def _record_checkpoint(self, i: int, step: Step) -> None:
-        self.checkpoints.append(CheckpointRecord(
-            step.args["label"], i, [("", self.observe(), self.m.now_ms, (len(self.m.log),))],
-            len(self.chooser.taken)))
+        rec = CheckpointRecord(step.args["label"], i,
+                               [("", self.observe(), self.m.now_ms, (len(self.m.log),))],
+                               len(self.chooser.taken))
+        self.checkpoints.append(rec)
+        if self.segment is not None:
+            self.timed.append(rec)  # filled in when the segment ends
 
     def _op_sleep(self, i: int, step: Step) -> None:
+        """Simulated time passes; every wake-up due runs (no choice: the segment's
+        checkpoints are judged by position, see `_end_segment`)."""
         if self.pending is not None:
             self._run_pending()
-        end = self.m.now_ms + int(step.args["ms"])
-        while (t := self.k.next_event_ms()) is not None and t <= end + SLEEP_MARGIN_MS:
-            if t >= end - SLEEP_MARGIN_MS:
-                c = self.chooser.choose([
-                    f"step {i}: the khugepaged wakeup at {t} ms came before the sleep ended",
-                    f"step {i}: the khugepaged wakeup at {t} ms came after the sleep ended"])
-                if c:
-                    break
-            self.k.run_next()
-        self.m.now_ms = max(self.m.now_ms, end)
+        self._begin_segment()
+        self.k.advance_to(self.m.now_ms + int(step.args["ms"]))
 
     def _op_wait_scans(self, i: int, step: Step) -> None:
         m, k = self.m, self.k
-        base = m.counters["full_scans"]
+        base = self._segment_base(i)
+        self._end_segment()
         p = self.pending
         if p is not None:
             late = self.chooser.choose([
@@ -366,7 +434,11 @@ class WorkloadRun:
             self._run_pending(contended=p.contended)
             if not late:
                 base = m.counters["full_scans"]
+        base = self._align_to_observed(i, base)
         target = base + int(step.args["count"])
+        if target <= m.counters["full_scans"]:  # began earlier in the segment: reached
+            self._record_wait(i, step, target)
+            return
         deadline = m.now_ms + int(float(step.args["timeout_s"]) * 1000)
         rec = CheckpointRecord(step.args["label"], i, n_choices=len(self.chooser.taken))
         self.checkpoints.append(rec)
@@ -378,16 +450,62 @@ class WorkloadRun:
                                  (len(m.log),)))
                 return
             k.run_next()
+        self._record_wait(i, step, target, rec)
+
+    def _align_to_observed(self, i: int, base: int) -> int:
+        """Pass alignment: if the driver saw wait step i begin at a later pass than the
+        model's, periodic wake-ups fell inside the (slow, loaded) steps before it; run
+        them now, so the wait counts the kernel's passes (bounded: 64 wake-ups)."""
+        seen = self.wait_starts.get(i)
+        if seen is not None and seen < base and not self.contradicted:
+            self.contradicted = (f"wait step {i} began at full_scans {seen}, this schedule "
+                                 f"at {base}")
+        if seen is None or seen <= base:
+            return base
+        m, k = self.m, self.k
+        for _ in range(64):
+            if m.counters["full_scans"] >= seen or k.next_event_ms() is None:
+                break
+            k.run_next()
+        if m.counters["full_scans"] != seen:
+            return base  # cannot align (no timed wake-up): judged as predicted
+        self.aligned[i] = (f"wait step {i} began at full_scans {seen} (observed): periodic "
+                           "wake-ups fell inside the steps before it")
+        return seen
+
+    def _segment_base(self, i: int) -> int:
+        """The full_scans value wait step i starts from: after a timed segment, the
+        kernel (late against the model's clock) may have been at any of its pass
+        boundaries when the wait read it."""
+        now = self.m.counters["full_scans"]
+        if self.segment is None:
+            return now
+        seen = sorted({int(dict(o.counters)["full_scans"]) for _, o, _, _ in self.segment})
+        if len(seen) < 2:
+            return now
+        opts = [f"wait step {i} began at full_scans {v} (the kernel's time series was at that "
+                "pass)" for v in reversed(seen)]
+        return list(reversed(seen))[self.chooser.choose(opts)]
+
+    def _record_wait(self, i: int, step: Step, target: int,
+                     rec: CheckpointRecord | None = None) -> None:
+        """The wait's checkpoint: the state at the target full_scans increment, or
+        after the rest of that wake-up's scan."""
+        m = self.m
+        if rec is None:
+            rec = CheckpointRecord(step.args["label"], i, n_choices=len(self.chooser.taken))
+            self.checkpoints.append(rec)
         at_inc, cut_inc = self.fs_snaps[target], self.fs_cut[target]
         at_end = self.fs_end.get(target, self.observe())
         cut_end = self.fs_end_cut.get(target, len(m.log))
+        note = self.aligned.get(i, "")
         if at_end == at_inc:  # the read may still fall before or after the rest's scans
-            rec.seen.append(("", at_inc, m.now_ms, tuple(sorted({cut_inc, cut_end}))))
+            rec.seen.append((note, at_inc, m.now_ms, tuple(sorted({cut_inc, cut_end}))))
             return
-        rec.seen.append(("checkpoint read at the full_scans increment", at_inc, m.now_ms,
-                         (cut_inc,)))
-        rec.seen.append(("checkpoint read after the rest of that wakeup's scan", at_end,
-                         m.now_ms, (cut_end,)))
+        for sub, state, cut in (("checkpoint read at the full_scans increment", at_inc, cut_inc),
+                                ("checkpoint read after the rest of that wakeup's scan", at_end,
+                                 cut_end)):
+            rec.seen.append(("; ".join(x for x in (note, sub) if x), state, m.now_ms, (cut,)))
 
 
 def enumerate_runs(make: Callable[[Chooser], WorkloadRun]) -> list[WorkloadRun]:

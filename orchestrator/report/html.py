@@ -44,6 +44,7 @@ class WorkloadView:
     description: str
     shown_alternative: str
     alternatives: list[str]
+    schedules: list[dict[str, Any]]
     columns: list[str]
     rows: list[tuple[str, str, list[Cell]]]
     plots: list[str] = field(default_factory=list)
@@ -162,6 +163,7 @@ def workload_view(workload: Mapping[str, Any]) -> WorkloadView:
         name=workload["name"], verdict=workload["verdict"],
         explanation=workload["explanation"], description=workload.get("description", ""),
         shown_alternative=alt, alternatives=alternatives,
+        schedules=list(workload.get("schedules", [])),
         columns=[label for label, _, _ in columns], rows=rows,
         plots=_plots(workload, alt) if rd.is_time_series(workload) else [],
     )

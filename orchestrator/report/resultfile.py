@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from orchestrator.cache import write_json
-from orchestrator.errors import InfraError, ThpvmError, UserError
+from orchestrator.data import RESULT_SCHEMA
+from orchestrator.errors import ResultSchemaError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,33 +26,16 @@ RESULT_NAME = "result.json"
 _MAX_SHOWN = 10
 
 
-class ResultSchemaError(ThpvmError):
-    """A result dict does not follow result.schema.json.
-
-    Produced by thpvm's own pipeline this is a thpvm bug (exit 128, like any
-    abort); `load_result` turns it into a `UserError` for a file the user gave.
-    `problems` lists each violation as 'path: message'.
-    """
-
-    def __init__(self, message: str, problems: list[str]) -> None:
-        super().__init__(message, "\n".join(problems))
-        self.problems = problems
-
-
 @cache
 def load_schema() -> dict[str, Any]:
     """The result schema, read from the package."""
-    text = resources.files(__package__).joinpath("schema/result.schema.json").read_text()
+    text = RESULT_SCHEMA.read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
 def schema_problems(result: object) -> list[str]:
     """Every schema violation of `result` as 'json/path: message' (empty if valid)."""
-    try:
-        import jsonschema
-    except ImportError as e:  # a runtime dependency: see pyproject
-        raise InfraError("python package jsonschema is missing (pip install jsonschema)") from e
     validator = jsonschema.Draft202012Validator(load_schema())
     problems = []
     for err in sorted(validator.iter_errors(result), key=lambda e: list(map(str, e.path))):

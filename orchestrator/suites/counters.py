@@ -27,6 +27,7 @@ and series rows share one clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cache import write_json
-from orchestrator.errors import InfraError
+from orchestrator.errors import CounterFormatError
 from orchestrator.machine.guest import GuestShell
 from orchestrator.report.resultdata import (
     KEY_COUNTERS as KEY_COUNTERS,  # the one definition, re-exported
@@ -72,10 +73,6 @@ _SYSFS_KEY = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*(?:/[A-Za-z0-9_+-][A-Za
 _SELECTED = re.compile(r"\[([^\[\]\s]+)\]")
 _INT = re.compile(r"^-?\d+$")
 _MTHP_KEY = re.compile(r"^hugepages-(?P<kb>\d+)kB/stats/(?P<stat>[A-Za-z0-9_]+)$")
-
-
-class CounterFormatError(InfraError):
-    """The guest's counter output could not be read (a malformed or missing record)."""
 
 
 @dataclass
@@ -467,7 +464,6 @@ def write_counters_json(path: Path, snapshots: Mapping[str, Snapshot],
 def load_counters_json(path: Path) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]],
                                             dict[str, list[Snapshot]]]:
     """Read counters.json back: (snapshots, deltas, series)."""
-    import json
 
     data = json.loads(path.read_text())
     if data.get("format") != COUNTERS_FORMAT:

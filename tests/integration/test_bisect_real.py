@@ -80,7 +80,7 @@ def append(path: Path, text: str) -> None:
 
 def make_history(src: Path, repo: Path) -> None:
     """Copy the Debian tree and commit G H1 S F B H2 on branch main."""
-    from orchestrator.build.sources import OWNED_OBJ
+    from orchestrator.build.git import OWNED_OBJ
 
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))

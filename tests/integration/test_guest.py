@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from qemu_procs import qemu_pids
+from qemu_procs import qemu_pids, wait_gone
 
 from orchestrator.build import image
 from orchestrator.cli import main
@@ -60,9 +60,9 @@ def test_sysrq_crash_mid_session_exits_125_and_is_classified(default_kernel, tmp
 
 
 def test_sigint_during_boot_leaves_no_qemu_and_keeps_serial_log(default_kernel, guest_image,
-                                                                tmp_path):
+                                                                tmp_path, qemu_tag):
     out = tmp_path / "run"
-    before = qemu_pids()
+    before = qemu_pids(qemu_tag)
     child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "boot", "--accel", "tcg",
                               "--out", str(out), "sleep", "60"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -70,12 +70,11 @@ def test_sigint_during_boot_leaves_no_qemu_and_keeps_serial_log(default_kernel, 
     while not (out / "serial.log").exists() or (out / "serial.log").stat().st_size == 0:
         assert time.monotonic() < deadline, "guest never produced console output"
         time.sleep(0.1)
-    assert qemu_pids() - before, "QEMU should be running now"
+    assert qemu_pids(qemu_tag) - before, "QEMU should be running now"
     child.send_signal(signal.SIGINT)
     code = child.wait(timeout=30)
     assert code == 130
-    time.sleep(0.5)
-    assert not (qemu_pids() - before), "QEMU outlived thpvm after SIGINT"
+    assert not wait_gone(qemu_tag, before, 2.0), "QEMU outlived thpvm after SIGINT"
     assert (out / "serial.log").stat().st_size > 0
 
 

@@ -45,3 +45,18 @@ def test_ignoring_max_ptes_none_is_a_mismatch_naming_the_pmd(tmp_path, no_leaked
     # where the model's decision is EXCEED_NONE_PTE
     assert re.search(r"kernel (SUCCEED|PMD_MAPPED)", w["explanation"]), w["explanation"]
     assert "model EXCEED_NONE_PTE" in w["explanation"]
+
+
+def test_double_counted_exceed_none_pte_is_caught(tmp_path, no_leaked_qemu):
+    """A kernel counting THP_SCAN_EXCEED_NONE_PTE twice per rejected PMD: every
+    decision and THP is right, only an exact counter (or per-PMD) comparison sees it."""
+    out = tmp_path / "run"
+    code = main(["vm-test", "--suite", "workloads:dontneed-empty-table+max-ptes-none-exceeded",
+                 "--fragment", DEBUG, "--patch", str(PATCHES / "double-count-exceed-none.patch"),
+                 "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 1, result["reason"]
+    for w in result["workloads"]:
+        assert w["verdict"] == "mismatch", (w["name"], w["explanation"])
+        assert "thp_scan_exceed_none_pte" in w["explanation"] or "EXCEED_NONE_PTE" in \
+            w["explanation"], w["explanation"]

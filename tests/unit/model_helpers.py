@@ -14,7 +14,8 @@ def machine(regions: dict[str, int], version: str = "6.12", faults: Faults | Non
             **settings: object) -> tuple[Machine, Khugepaged, Mm, dict[str, int]]:
     """(machine, khugepaged, parent mm, region name -> first page number)."""
     text = ['format = 1', 'name = "t"', "[settings]"]
-    text += [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
+    text += [(f'"{k}"' if "/" in k else k) + f" = {v!r}".replace("'", '"')
+             for k, v in settings.items()]
     for name, pmds in regions.items():
         text += ["[[regions]]", f'name = "{name}"', f"pmds = {pmds}"]
     text += ["[[steps]]", 'op = "checkpoint"']

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import orchestrator.jobs
+from orchestrator import cli
 from orchestrator.build import git as gitrepo
+from orchestrator.build.kernel import KernelRequest
 from orchestrator.errors import (
     BootError,
     BuildError,
@@ -27,8 +27,8 @@ from orchestrator.errors import (
     InfraError,
     UserError,
 )
-from orchestrator.errors import TestFailure as CaseFailure
-from orchestrator.jobs import bisect_step, bisection, trials
+from orchestrator.jobs import bisect_step, bisection, trials, vmtest
+from orchestrator.jobs.vmtest import VmTestRequest
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ def fake_tester(*items: object) -> trials.Tester:
     """A tester that returns/raises `items` in turn (the last one repeats)."""
     calls = {"n": 0}
 
-    def tester(spec: trials.TrialSpec, out: Path | None) -> FakeOutcome:
+    def tester(req: VmTestRequest) -> FakeOutcome:
         item = items[min(calls["n"], len(items) - 1)]
         calls["n"] += 1
         if isinstance(item, BaseException):
@@ -81,6 +81,15 @@ def fake_tester(*items: object) -> trials.Tester:
         return outcome(item)
 
     return tester
+
+
+def step_main(argv: list[str], tester: trials.Tester | None = None) -> int:
+    """`thpvm bisect-step ARGV`, with `tester` in place of the pipeline."""
+    try:
+        args = cli.build_parser().parse_args(["bisect-step", *argv])
+    except SystemExit:  # what cli.main turns into 128 for bisect-step
+        return 128
+    return bisect_step.run_step(cli.step_options(args), tester)
 
 
 # ------------------------------------------------------------ step exit codes
@@ -97,7 +106,6 @@ def fake_tester(*items: object) -> trials.Tester:
     (GuestError("ssh lost"), "skip", 125),
     (GuestError("ssh lost"), "bad", 125),
     (InfraError("qemu missing"), "skip", 125),
-    (CaseFailure("case failed"), "skip", 1),
     (UserError("bad suite"), "skip", 128),
     (ConfigError("option dropped"), "skip", 128),
     (2, "skip", 128),
@@ -111,7 +119,7 @@ def test_step_exit_code_for_every_outcome(tmp_path: Path, item: object, policy: 
     make_repo(tmp_path / "r", 1)
     log = tmp_path / "steps.jsonl"
     argv = ["--tree", str(tmp_path / "r"), "--boot-failure", policy, "--step-log", str(log)]
-    assert bisect_step.step_main(argv, fake_tester(item)) == code
+    assert step_main(argv, fake_tester(item)) == code
     entry = json.loads(log.read_text())
     assert entry["exit_code"] == code
     assert entry["rev"] == sh(tmp_path / "r", "rev-parse", "HEAD")
@@ -125,8 +133,8 @@ def test_step_log_records_runs_and_stage_timings(tmp_path: Path,
     make_repo(tmp_path / "r", 1)
     log = tmp_path / "via-env.jsonl"
     monkeypatch.setenv(bisect_step.STEP_LOG_ENV, str(log))
-    code = bisect_step.step_main(["--tree", str(tmp_path / "r"), "--repeat", "3"],
-                                 fake_tester(1, BuildError("cc1: error")))
+    code = step_main(["--tree", str(tmp_path / "r"), "--repeat", "3"],
+                     fake_tester(1, BuildError("cc1: error")))
     assert code == 125
     entry = json.loads(log.read_text())
     runs = entry["runs"]
@@ -141,54 +149,45 @@ def test_step_log_records_runs_and_stage_timings(tmp_path: Path,
 ])
 def test_step_bad_arguments_abort_with_128(tmp_path: Path, argv: list[str]) -> None:
     make_repo(tmp_path / "r", 1)
-    assert bisect_step.step_main(["--tree", str(tmp_path / "r"), *argv],
-                                 fake_tester(0)) == 128
+    assert step_main(["--tree", str(tmp_path / "r"), *argv], fake_tester(0)) == 128
 
 
 def test_step_outside_a_git_tree_aborts(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
-    assert bisect_step.step_main(["--tree", str(tmp_path / "plain")], fake_tester(0)) == 128
+    assert step_main(["--tree", str(tmp_path / "plain")], fake_tester(0)) == 128
 
 
 def test_step_passes_the_request_to_the_pipeline(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The default tester calls vmtest.run_vm_test with the checked-out tree and rev=None."""
     make_repo(tmp_path / "r", 1)
-    from orchestrator.jobs.vmtest import VmTestRequest
-
     seen: list[VmTestRequest] = []
 
     def run_vm_test(req: VmTestRequest) -> FakeOutcome:
         seen.append(req)
         return outcome(0)
 
-    fake = types.ModuleType("orchestrator.jobs.vmtest")
-    fake.VmTestRequest = VmTestRequest  # type: ignore[attr-defined]  # the real request type
-    fake.run_vm_test = run_vm_test  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "orchestrator.jobs.vmtest", fake)
-    monkeypatch.setattr(orchestrator.jobs, "vmtest", fake, raising=False)
+    monkeypatch.setattr(vmtest, "run_vm_test", run_vm_test)
     frag = tmp_path / "x.config"
     frag.write_text("CONFIG_X=y\n")
     argv = ["--tree", str(tmp_path / "r"), "--suite", "selftest:anon+shmem,workloads:s1_full_pmd",
             "--suite", "workloads", "--fragment", str(frag), "--config", "CONFIG_Y=n",
             "--accel", "tcg", "--out", str(tmp_path / "steps")]
-    assert bisect_step.step_main(argv) == 0
-    assert bisect_step.step_main(["--tree", str(tmp_path / "r")]) == 0
+    assert step_main(argv) == 0
+    assert step_main(["--tree", str(tmp_path / "r")]) == 0
     req, default = seen
     sha = sh(tmp_path / "r", "rev-parse", "HEAD")
-    assert req.tree == (tmp_path / "r").resolve() and req.rev is None
+    assert req.kernel.tree == (tmp_path / "r").resolve() and req.kernel.rev is None
     assert req.suite == ["selftest:anon+shmem", "workloads:s1_full_pmd", "workloads"]
-    assert req.fragments == [frag] and req.configs == ["CONFIG_Y=n"] and req.accel == "tcg"
+    assert req.kernel.fragments == [frag] and req.kernel.configs == ["CONFIG_Y=n"]
+    assert req.accel == "tcg"
     assert req.out == tmp_path / "steps" / sha[:12] / "run-1"
     assert default.suite == ["selftest", "workloads"] and default.out is None
 
 
 def test_the_real_pipeline_accepts_the_request() -> None:
-    vmtest = pytest.importorskip("orchestrator.jobs.vmtest", exc_type=ImportError)
-    req = vmtest.VmTestRequest(tree=Path("/t"), rev=None, fragments=[], configs=[], out=None,
-                               accel="auto")
-    req.suite = bisect_step.split_suite(["selftest:anon+shmem,workloads:s1_full_pmd"])
-    suite = vmtest.parse_suite(req.suite)
+    items = vmtest.suite_items(["selftest:anon+shmem,workloads:s1_full_pmd"])
+    suite = vmtest.parse_suite(VmTestRequest(suite=items).suite)
     assert suite.selftest == ["anon", "shmem"] and suite.workloads == ["s1_full_pmd"]
 
 
@@ -220,10 +219,12 @@ def test_decide(statuses: list[str], repeat: int, flaky: str, verdict: str,
 
 
 def test_run_trials_stops_once_flaky_under_skip_policy(tmp_path: Path) -> None:
-    spec = trials.TrialSpec(tree=tmp_path)
-    runs = trials.run_trials(spec, 5, None, fake_tester(0, 1, 0), flaky="skip")
+    req = VmTestRequest()
+    runs = trials.run_trials(req, tmp_path, trials.TrialPolicy(5, flaky="skip"), None,
+                             fake_tester(0, 1, 0))
     assert [r.status for r in runs] == [G, B]
-    runs = trials.run_trials(spec, 3, tmp_path / "o", fake_tester(0, 1, 0), flaky="majority")
+    runs = trials.run_trials(req, tmp_path, trials.TrialPolicy(3, flaky="majority"),
+                             tmp_path / "o", fake_tester(0, 1, 0))
     assert [r.status for r in runs] == [G, B, G]
     assert trials.decide([r.status for r in runs], 3, "majority").verdict == G
 
@@ -231,11 +232,11 @@ def test_run_trials_stops_once_flaky_under_skip_policy(tmp_path: Path) -> None:
 def test_repeat_flaky_commit_is_skipped_by_default(tmp_path: Path) -> None:
     make_repo(tmp_path / "r", 1)
     tree = str(tmp_path / "r")
-    assert bisect_step.step_main(["--tree", tree, "--repeat", "3"], fake_tester(0, 1)) == 125
-    assert bisect_step.step_main(["--tree", tree, "--repeat", "3", "--flaky", "majority"],
-                                 fake_tester(1, 0, 1)) == 1
-    assert bisect_step.step_main(["--tree", tree, "--repeat", "3"],
-                                 fake_tester(0, GuestError("ssh"), 0)) == 0
+    assert step_main(["--tree", tree, "--repeat", "3"], fake_tester(0, 1)) == 125
+    assert step_main(["--tree", tree, "--repeat", "3", "--flaky", "majority"],
+                     fake_tester(1, 0, 1)) == 1
+    assert step_main(["--tree", tree, "--repeat", "3"],
+                     fake_tester(0, GuestError("ssh"), 0)) == 0
 
 
 # ------------------------------------------------------------ real git bisect
@@ -243,8 +244,8 @@ def test_repeat_flaky_commit_is_skipped_by_default(tmp_path: Path) -> None:
 FAKE_STEP = """\
 import sys
 from pathlib import Path
+from orchestrator import cli, errors
 from orchestrator.jobs import bisect_step
-from orchestrator import errors
 
 BAD_FROM, BUILD_FAILS, ABORT_AT = {bad_from}, {build_fails}, {abort_at}
 
@@ -253,15 +254,16 @@ class Outcome:
         self.exit_code, self.run_dir = code, Path("/nonexistent")
         self.result = {{"verdict": "fail" if code else "pass"}}
 
-def tester(spec, out):
-    value = int((spec.tree / "value").read_text())
+def tester(req):
+    value = int((req.kernel.tree / "value").read_text())
     if value in BUILD_FAILS:
         raise errors.BuildError(f"mm/khugepaged.c:1: error: syntax at {{value}}")
     if value == ABORT_AT:
         raise errors.UserError("unknown suite name")
     return Outcome(1 if value >= BAD_FROM else 0)
 
-sys.exit(bisect_step.step_main(sys.argv[1:], tester))
+sys.exit(bisect_step.run_step(cli.step_options(
+    cli.build_parser().parse_args(["bisect-step", *sys.argv[1:]])), tester))
 """
 
 
@@ -371,7 +373,9 @@ def test_bisect_rejects_bad_endpoints(tmp_path: Path, good: str, bad: str, match
 
 def test_bisect_rejects_bad_options(tmp_path: Path) -> None:
     make_repo(tmp_path / "r", 3)
-    for kw in ({"repeat": 0}, {"boot_failure": "maybe"}, {"fragments": [tmp_path / "x"]}):
+    for kw in ({"policy": trials.TrialPolicy(repeat=0)},
+               {"policy": trials.TrialPolicy(boot_failure="maybe")},
+               {"test": VmTestRequest(KernelRequest(fragments=[tmp_path / "x"]))}):
         req = bisection.BisectRequest(tree=tmp_path / "r", good="main~2", bad="main", **kw)
         with pytest.raises(UserError):
             bisection.run_bisect(req, step_prefix=["false"])
@@ -380,16 +384,16 @@ def test_bisect_rejects_bad_options(tmp_path: Path) -> None:
 def test_step_arguments_round_trip(tmp_path: Path) -> None:
     frag = tmp_path / "f.config"
     frag.write_text("")
-    req = bisection.BisectRequest(tree=tmp_path, good="a", bad="b", suite=["selftest", "w1"],
-                               repeat=3, boot_failure="bad", flaky="majority",
-                               fragments=[frag], configs=["CONFIG_A=y"], accel="tcg")
-    parser = bisect_step._StepParser()
-    bisect_step.add_step_arguments(parser)
-    opts = bisect_step.StepOptions.from_args(
-        parser.parse_args(bisection.step_arguments(req, tmp_path / "run")))
-    assert (opts.suite, opts.repeat, opts.boot_failure, opts.flaky) == (
-        ["selftest", "w1"], 3, "bad", "majority")
-    assert opts.fragments == [frag.resolve()] and opts.configs == ["CONFIG_A=y"]
+    test = VmTestRequest(KernelRequest(fragments=[frag], configs=["CONFIG_A=y"]),
+                         suite=["selftest", "w1"], accel="tcg")
+    req = bisection.BisectRequest(tree=tmp_path, good="a", bad="b", test=test,
+                                  policy=trials.TrialPolicy(3, "bad", "majority"))
+    argv = ["bisect-step", *bisection.step_arguments(req, tmp_path / "run")]
+    opts = cli.step_options(cli.build_parser().parse_args(argv))
+    assert (opts.test.suite, opts.policy) == (["selftest", "w1"],
+                                              trials.TrialPolicy(3, "bad", "majority"))
+    assert opts.test.kernel.fragments == [frag.resolve()]
+    assert opts.test.kernel.configs == ["CONFIG_A=y"] and opts.test.accel == "tcg"
     assert opts.step_log == tmp_path / "run" / "steps.jsonl"
     assert bisection.step_command()[-1] == "bisect-step"
 
@@ -406,25 +410,17 @@ def test_parse_bisect_output() -> None:
 
 
 def test_bisect_arguments_make_a_request(tmp_path: Path) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    bisection.add_bisect_arguments(parser)
-    args = parser.parse_args(["--tree", "/src/linux", "--good", "v6.11", "--bad", "HEAD",
-                              "--suite", "selftest:anon", "--repeat", "3", "--boot-failure",
-                              "bad", "--config", "CONFIG_A=y"])
-    req = bisection.request_from_args(args)
-    assert (req.tree, req.good, req.bad, req.suite) == (Path("/src/linux"), "v6.11", "HEAD",
-                                                        ["selftest:anon"])
-    assert (req.repeat, req.boot_failure, req.flaky, req.configs) == (3, "bad", "skip",
-                                                                     ["CONFIG_A=y"])
+    args = cli.build_parser().parse_args([
+        "bisect", "--tree", "/src/linux", "--good", "v6.11", "--bad", "HEAD",
+        "--suite", "selftest:anon", "--repeat", "3", "--boot-failure", "bad",
+        "--config", "CONFIG_A=y"])
+    req = cli.bisect_request(args)
+    assert (req.tree, req.good, req.bad, req.test.suite) == (Path("/src/linux"), "v6.11", "HEAD",
+                                                             ["selftest:anon"])
+    assert req.policy == trials.TrialPolicy(3, "bad", "skip")
+    assert req.test.kernel.configs == ["CONFIG_A=y"] and req.test.kernel.tree is None
 
 
-def test_step_from_args(tmp_path: Path) -> None:
-    import argparse
-
+def test_step_with_a_boot_failure_is_skipped(tmp_path: Path) -> None:
     make_repo(tmp_path / "r", 1)
-    parser = argparse.ArgumentParser()
-    bisect_step.add_step_arguments(parser)
-    args = parser.parse_args(["--tree", str(tmp_path / "r")])
-    assert bisect_step.step_from_args(args, fake_tester(BootError("no"))) == 125
+    assert step_main(["--tree", str(tmp_path / "r")], fake_tester(BootError("no"))) == 125

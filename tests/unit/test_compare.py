@@ -265,6 +265,13 @@ def test_write_and_result_entry(tmp_path: Path) -> None:
     assert [c["label"] for c in entry["checkpoints"]] == ["scanned", "end"]
     assert entry["checkpoints"][0]["observed"]["counters"]["pages_collapsed"] == 1
     assert entry["checkpoints"][0]["observed"]["regions"]["a"]["AnonHugePages"] == 2048
+    # each admissible schedule in words, and the one the kernel took
+    assert entry["schedules"] == [
+        {"name": "schedule 0", "explanation": "first pass lost to mmap_lock contention",
+         "taken": v.chosen_alternative == "schedule 0"},
+        {"name": "schedule 1", "explanation": "first pass scanned the process",
+         "taken": v.chosen_alternative == "schedule 1"}]
+    assert sum(s["taken"] for s in entry["schedules"]) == 1
     schema = json.loads((RESULT_SCHEMA).read_text())
     wl_schema = {"$defs": schema["$defs"], **schema["$defs"]["workload"]}
     jsonschema.validate(entry, wl_schema)
@@ -299,3 +306,20 @@ def test_compare_run_dir_without_prediction(tmp_path: Path) -> None:
     (tmp_path / "driver.jsonl").write_text(driver_output())
     with pytest.raises(UserError, match="predicted.json"):
         compare_run_dir(tmp_path, SPEC)
+
+
+def test_torn_reading_is_never_judged_as_a_state() -> None:
+    """A checkpoint the driver could not read consistently (a collapse moved
+    pages_collapsed / full_scans / thp_collapse_alloc during every read) is an
+    error, not a match or mismatch; a consistent one after retries is judged."""
+    lines = driver_output().splitlines()
+    at = next(i for i, ln in enumerate(lines) if '"step": 2, "time_ns": 3000000001' in ln)
+    cp = json.loads(lines[at])
+    assert cp["event"] == "checkpoint"
+    lines[at] = json.dumps(dict(cp, reads=50, consistent=False))
+    v = compare(prediction(), parse_driver_output("\n".join(lines), SPEC), SPEC)
+    assert v.status == "error" and "no consistent reading" in v.explanation
+    lines[at] = json.dumps(dict(cp, reads=3, consistent=True))
+    torn_then_ok = parse_driver_output("\n".join(lines), SPEC)
+    assert torn_then_ok.checkpoints[1].reads == 3
+    assert compare(prediction(), torn_then_ok, SPEC).status == "match"

@@ -185,3 +185,17 @@ def test_region_columns_label_smaps_fields_in_kb_only() -> None:
     cp["predicted"][0]["regions"]["P"]["huge_pmds"] = 1
     view = htmlreport.workload_view(w)
     assert "P AnonHugePages (kB)" in view.columns and "P huge_pmds" in view.columns
+
+
+def test_schedules_are_explained_and_the_taken_one_named() -> None:
+    result = load("pass")
+    w = dict(result["workloads"][2])
+    w["schedules"] = [
+        {"name": "default", "explanation": "the pass woken at step 1 ran after step 1",
+         "taken": False},
+        {"name": "first-wakeup-lost", "explanation": "the first pass found mmap_lock held",
+         "taken": True}]
+    html = htmlreport.render_html(dict(result, workloads=[w]))
+    assert "Admissible schedules (2)" in html
+    assert "first-wakeup-lost (the kernel took this one)" in html
+    assert "the pass woken at step 1 ran after step 1" in html

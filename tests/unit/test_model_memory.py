@@ -161,7 +161,7 @@ def test_nohugepage_blocks_madv_collapse() -> None:
 
 
 def test_profiles() -> None:
-    p612, p70 = load_version_profile("6.12"), load_version_profile("7.0")
+    p612, p70 = load_version_profile("6.12"), load_version_profile("7.1")
     assert p612.result_value(Scan.EXCEED_NONE_PTE) == 5
     assert p612.result_value(Scan.PAGE_FILLED) == 31
     assert p612.result_value(Scan.NO_PTE_TABLE) == -1

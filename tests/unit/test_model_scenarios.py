@@ -220,7 +220,7 @@ def test_s7_swap_limit(paged_out: int, collapses: bool) -> None:
             assert region(o).swap_kb == 260
 
 
-@pytest.mark.parametrize("version", ["6.1", "6.12", "7.0"])
+@pytest.mark.parametrize("version", ["6.1", "6.12", "7.1"])
 @pytest.mark.parametrize(("k", "collapses"), [(255, False), (256, True)])
 def test_s8_shared_after_fork(k: int, collapses: bool, version: str) -> None:
     body = steps(TOUCH_ALL, 'op = "fork"',
@@ -344,7 +344,7 @@ def test_s12_read_only_touching_never_registers() -> None:
 
 
 @pytest.mark.parametrize(("version", "collapses"), [("6.1", False), ("6.12", False),
-                                                    ("7.0", True)])
+                                                    ("7.1", True)])
 def test_s13_write_protected_range(version: str, collapses: bool) -> None:
     body = steps(TOUCH_ALL, 'op = "mprotect"\nregion = "a"\nprot = "r"', MADV_HUGE, WAIT2)
     p = predict(spec("s13", body), version)
@@ -356,7 +356,7 @@ def test_s13_write_protected_range(version: str, collapses: bool) -> None:
         assert {d["result"] for d in p.schedules[0].decisions} == {"PAGE_RO"}
 
 
-@pytest.mark.parametrize(("version", "huge"), [("6.12", (0,)), ("7.0", (0, 2))])
+@pytest.mark.parametrize(("version", "huge"), [("6.12", (0,)), ("7.1", (0, 2))])
 def test_madv_collapse_empty_pmd_between_populated_ones(version: str,
                                                         huge: tuple[int, ...]) -> None:
     """6.12: an empty PMD under an existing PMD table is PMD_NONE, which ends

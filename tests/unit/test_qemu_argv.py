@@ -117,13 +117,44 @@ def test_argv_is_pure_and_all_strings(tmp_path: Path) -> None:
     json.dumps(a)
 
 
-def test_free_port_is_bindable() -> None:
-    import socket
+USERNET = ("Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port "
+           "RecvQ SendQ\r\n  TCP[HOST_FORWARD]   8       127.0.0.1 38585       10.0.2.15    22"
+           "     0     0\r\n")  # recorded from QEMU 7.2 with hostfwd=tcp:127.0.0.1:0-:22
 
-    port = qemu.free_port()
-    assert 1024 < port < 65536
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
+
+def test_hostfwd_port_is_read_from_info_usernet() -> None:
+    assert qemu.parse_hostfwd_port(USERNET) == 38585
+    assert qemu.parse_hostfwd_port("Hub -1 (n0):\r\n") is None
+    other = USERNET.replace("    22 ", "    80 ")
+    assert qemu.parse_hostfwd_port(other) is None  # only the SSH forward counts
+
+
+def test_keys_disk_holds_the_host_key_pair_owned_by_root(tmp_path: Path) -> None:
+    import tarfile
+
+    img = image.Image(tmp_path / "img", "x")
+    img.dir.mkdir()
+    assert qemu.make_keys_disk(img, tmp_path / "k.tar") is None  # an image with keys inside
+    img.host_key.write_text("PRIVATE")
+    img.host_key_pub.write_text("ssh-ed25519 AAAA thpvm-host-key")
+    disk = qemu.make_keys_disk(img, tmp_path / "k.tar")
+    assert disk is not None and disk.stat().st_mode & 0o777 == 0o600
+    assert disk.stat().st_size % 512 == 0  # a raw disk is whole sectors
+    with tarfile.open(disk) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {"ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"}
+        key = members["ssh_host_ed25519_key"]
+        assert (key.mode, key.uid, key.gid) == (0o600, 0, 0)
+        assert tar.extractfile(key).read() == b"PRIVATE"  # type: ignore[union-attr]
+
+
+def test_keys_disk_is_read_only_with_its_serial(tmp_path: Path) -> None:
+    disks = {**DISKS, "keys": Path("/s/keys.tar")}
+    argv = qemu.build_argv(request(tmp_path), disks, 0, tmp_path, "M")
+    assert "file=/s/keys.tar,if=none,id=keys,format=raw,readonly=on" in opt(argv, "-drive")
+    assert "virtio-blk-pci,drive=keys,serial=thpvm-keys" in opt(argv, "-device")
+    # root and swap keep their order (vda, vdb): the keys disk comes last
+    assert opt(argv, "-drive")[-1].startswith("file=/s/keys.tar")
 
 
 # ---------------------------------------------------------------- profiles

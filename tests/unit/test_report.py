@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from reports_fixtures import NAMES, load
 
-from orchestrator.errors import UserError
+from orchestrator.errors import ResultSchemaError, UserError
 from orchestrator.report import render as report
-from orchestrator.report.resultfile import ResultSchemaError
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -150,7 +150,7 @@ def test_load_spec_reads_file(tmp_path: Path) -> None:
         ('pages = "0-255"', 'pages = "x"', "steps[0].pages", "expected 'all'"),
         ('region = "a"\npages = "0-255"', 'region = "zz"', "steps[0].region", "unknown region"),
         ('access = "write"', 'access = "exec"', "steps[0].access", "one of"),
-        ('count = 2', 'count = 0', "steps[2].count", ">= 1"),
+        ('count = 2', 'count = 0', "steps[2].count", "in 1..10000"),
         ('count = 2', 'count = 2\nfoo = 1', "steps[2].foo", "unknown key"),
         ('advice = "hugepage"', 'advice = "huge"', "steps[1].advice", "one of"),
         ('expect = "EINVAL"', 'expect = "ENOTANERRNO"', "steps[6].expect", "errno name"),
@@ -160,6 +160,15 @@ def test_load_spec_reads_file(tmp_path: Path) -> None:
         ('label = "end"', 'label = "step2"', "steps[7].label", "duplicate"),
         ('op = "fork"', 'op = "checkpoint"', "steps[4].proc", "after a fork"),
         ('op = "checkpoint"', 'op = "explode"', "steps[7].op", "one of"),
+        # issue 15 row 10: non-finite and absurd numbers are input errors, not tracebacks
+        ('count = 2', 'count = 2\ntimeout_s = inf', "steps[2].timeout_s", "finite"),
+        ('count = 2', 'count = 2\ntimeout_s = nan', "steps[2].timeout_s", "finite"),
+        ('count = 2', 'count = 2\ntimeout_s = 1e9', "steps[2].timeout_s", "(0, 3600]"),
+        ('count = 2', 'count = 20000', "steps[2].count", "in 1..10000"),
+        ('pmds = 1', 'pmds = 9223372036854775807', "regions[0].pmds", "in 1..2048"),
+        ('pmds = 1', 'pmds = 1000000000', "regions[0].pmds", "in 1..2048"),
+        ('pmds = 1', 'pages = 1048577', "regions[0].pages", "in 1..1048576"),
+        ('pmds = 1', 'pmds = 2048', "regions", "at most 1048576"),
     ],
 )
 def test_errors_name_file_path_and_expectation(
@@ -234,3 +243,12 @@ def test_random_pages_distinct_in_range(seed: int, n: int, data: st.DataObject) 
 
 # Cross-checked against an independent C implementation of the docstring's algorithm.
 GOLDEN_SEED1: list[int] = [46, 163, 255, 260, 285, 357]
+
+
+def test_check_fits_names_file_and_key() -> None:
+    from orchestrator.spec import check_fits
+
+    spec = parse_spec(_replace('pmds = 1', 'pmds = 1500'), "w.toml")
+    check_fits(spec, 4096)
+    with pytest.raises(UserError, match=r"^w.toml: regions: .* 2048 MiB"):
+        check_fits(spec, 2048)

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator import cli
 from orchestrator.build import git as gitrepo
 from orchestrator.errors import BuildError, UserError
-from orchestrator.jobs import trials, validate
+from orchestrator.jobs import validate
+from orchestrator.jobs.vmtest import VmTestRequest
 from orchestrator.judge import ab as vc
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "results"
@@ -129,8 +131,9 @@ class FakePipeline:
     def __init__(self) -> None:
         self.trees: list[str] = []
 
-    def __call__(self, spec: trials.TrialSpec, out: Path | None) -> FakeOutcome:
-        value = (spec.tree / "value").read_text().strip()
+    def __call__(self, req: VmTestRequest) -> FakeOutcome:
+        out = req.out
+        value = (req.kernel.tree / "value").read_text().strip()
         self.trees.append(value)
         if value == "nobuild":
             raise BuildError("mm/khugepaged.c:1: error: expected ';'")
@@ -244,17 +247,16 @@ def test_bad_requests(repo: Path, tmp_path: Path, kw: dict[str, Any], match: str
 
 
 def test_validate_arguments_make_a_request() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    validate.add_validate_arguments(parser)
-    args = parser.parse_args(["--tree", "/src", "--base", "v6.12", "--patch", "a.patch",
-                              "b.patch", "--patch", "c.mbox", "--repeat", "2"])
-    req = validate.request_from_args(args)
+    parser = cli.build_parser()
+    args = parser.parse_args(["validate", "--tree", "/src", "--base", "v6.12", "--patch",
+                              "a.patch", "b.patch", "--patch", "c.mbox", "--repeat", "2"])
+    req = cli.validate_request(args)
     assert req.patches == [Path("a.patch"), Path("b.patch"), Path("c.mbox")]
-    assert (req.base, req.head, req.repeat, req.suite) == ("v6.12", None, 2, [])
-    req = validate.request_from_args(parser.parse_args(["--tree", "/src", "--base", "a",
-                                                        "--head", "b"]))
+    assert (req.base, req.head, req.repeat) == ("v6.12", None, 2)
+    assert req.test.suite == ["selftest", "workloads"] and req.test.kernel.patches == []
+    req = cli.validate_request(parser.parse_args(["validate", "--tree", "/src", "--base", "a",
+                                                  "--head", "b"]))
     assert (req.patches, req.head) == ([], "b")
     with pytest.raises(SystemExit):
-        parser.parse_args(["--tree", "/src", "--base", "a", "--head", "b", "--patch", "p"])
+        parser.parse_args(["validate", "--tree", "/src", "--base", "a", "--head", "b",
+                           "--patch", "p"])

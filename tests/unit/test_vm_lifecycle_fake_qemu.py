@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +22,8 @@ import pytest
 from process_helpers import gone, wait_gone
 
 from orchestrator.build import image
-from orchestrator.errors import BootError
-from orchestrator.machine import qemu
+from orchestrator.errors import BootError, GuestError
+from orchestrator.machine import health, qemu
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
 PROFILE = qemu.MachineProfile("fake", 256, 1, "q35", "", 1, "console=ttyS0 panic=-1 loglevel=5")
@@ -83,11 +84,16 @@ def test_vm_reaches_ready_and_stops(req: qemu.BootRequest, pids: list[int]) -> N
         assert 0 < vm.boot_seconds < 5
         assert re.fullmatch(r"THPVM-READY-[0-9a-f]{12}", vm.marker)
         assert 1024 < vm.port < 65536
-        assert vm.crash() is None
+        assert health.kernel_failure(vm) is None and health.host_fault(vm) is None
         assert vm.qmp("query-status")["return"] == {"status": "running", "running": True}
         socks = vm._socks
         assert socks is not None and (socks / "serial.sock").exists()
+        assert socks.stat().st_mode & 0o777 == 0o700
+        lease = json.loads((req.run_dir / "qemu-lease.json").read_text())
+        assert lease["qemu"][0] == vm.popen.pid and lease["thpvm"][0] == os.getpid()
+        assert (socks / "qemu-lease.json").exists()
     assert not vm.alive() and vm.popen.returncode == 0  # left through QMP quit
+    assert not (req.run_dir / "qemu-lease.json").exists()  # released in order
     assert gone(vm.popen.pid)
     assert socks is not None and not socks.exists()
     assert [e.kind for e in vm.events] == ["ready"]
@@ -96,7 +102,8 @@ def test_vm_reaches_ready_and_stops(req: qemu.BootRequest, pids: list[int]) -> N
     argv = json.loads((run / "qemu-argv.json").read_text())
     assert argv[0] == "qemu-system-x86_64"
     assert f"thpvm.marker={vm.marker}" in argv[argv.index("-append") + 1]
-    assert f"hostfwd=tcp:127.0.0.1:{vm.port}-:22" in argv[argv.index("-netdev") + 1]
+    # QEMU binds the port itself (no race with another process); thpvm read it over QMP
+    assert "hostfwd=tcp:127.0.0.1:0-:22" in argv[argv.index("-netdev") + 1]
     serial = (run / "serial.log").read_bytes().decode()
     assert f"{vm.marker}\r\n" in serial and "Run /sbin/thpvm-init as init process" in serial
     log = (run / "qemu.log").read_text()
@@ -202,7 +209,7 @@ def test_crash_after_ready_is_reported(req: qemu.BootRequest, pids: list[int],
         assert vm.console is not None
         ev = vm.console.wait_for(("oops",), timeout=3)
         assert ev is not None and ev.kind == "oops"
-        crash = vm.crash()
+        crash = health.kernel_failure(vm)
         assert crash is not None and crash.kind == "oops"
         assert vm.alive()  # QEMU itself still runs
         time.sleep(0.2)  # the rest of the report
@@ -221,9 +228,10 @@ def test_qemu_exit_after_ready_is_an_exited_crash(req: qemu.BootRequest, pids: l
         assert vm.popen is not None
         pids.append(vm.popen.pid)
         vm.popen.wait(timeout=3)
-        crash = vm.crash()
-        assert crash is not None and crash.kind == "exited"
-        assert crash.lines == ["QEMU exited with status 3"]
+        fault = health.host_fault(vm)
+        assert fault is not None and fault.kind == "qemu-exited"
+        assert fault.summary.startswith("QEMU exited with status 3")
+        assert health.kernel_failure(vm) is None
         assert not vm.alive()
 
 
@@ -296,21 +304,90 @@ def test_qemu_failing_to_start_is_retried_then_boot_error(
     assert len(json.loads((req.run_dir / "qemu-argv.json").read_text())) > 10
 
 
-def test_unanswering_guest_is_diagnosed_as_a_hang(req: qemu.BootRequest) -> None:
-    """QEMU runs, the console shows no crash, but nothing answers SSH: a `hang` event."""
-    from orchestrator.machine import session
-    from orchestrator.machine.guest import SshShell
 
-    (req.image.dir / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA thpvm\n")
-    (req.image.dir / "id_ed25519").write_text("not a key\n")
-    session.HANG_PROBE_TIMEOUT, saved = 0.5, session.HANG_PROBE_TIMEOUT
-    try:
-        with qemu.Vm(req) as vm:
-            g = session.Guest(vm, SshShell("127.0.0.1", vm.port, req.image.ssh_key,
-                                           req.image.host_key_pub), "tcg", "test", 0.0, 0.0)
-            ev = g.diagnose_lost()
-            assert ev is not None and ev.kind == "hang"
-            assert "no SSH answer" in ev.lines[0]
-            assert vm.console is not None and vm.console.severe() is ev
-    finally:
-        session.HANG_PROBE_TIMEOUT = saved
+
+# ----------------------------------------------- the crash authority (machine/health.py)
+
+
+@pytest.fixture
+def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "CONSOLE_PROBE_TIMEOUT", 1.0)
+    monkeypatch.setattr(health, "QMP_TIMEOUT", 1.0)
+
+
+def _diagnose(vm: qemu.Vm, ssh_answers: bool) -> health.Diagnosis:
+    return health.diagnose(vm, lambda timeout: ssh_answers)
+
+
+def test_console_answers_ssh_does_not_is_ssh_lost(req: qemu.BootRequest, pids: list[int]) -> None:
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None and vm.console is not None
+        pids.append(vm.popen.pid)
+        assert vm.console.probe(5.0)
+        d = _diagnose(vm, ssh_answers=False)
+        assert (d.kind, d.kernel_failure) == ("ssh-lost", False)
+        assert _diagnose(vm, ssh_answers=True).alive
+    assert "THPVM-ALIVE-42-" in (req.run_dir / "serial.log").read_text()
+
+
+def test_silent_console_in_a_running_qemu_is_a_kernel_hang(
+        req: qemu.BootRequest, pids: list[int], monkeypatch: pytest.MonkeyPatch,
+        quick_probes: None) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "mute-after-ready")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None and vm.console is not None
+        pids.append(vm.popen.pid)
+        d = _diagnose(vm, ssh_answers=False)
+        assert (d.kind, d.kernel_failure) == ("hang", True)
+        assert "serial console's shell did not answer" in d.summary
+        assert health.kernel_failure(vm) is not None  # recorded as a console event
+    assert [e.kind for e in vm.events] == ["ready", "hang"]
+
+
+def test_console_crash_is_a_kernel_failure(req: qemu.BootRequest, pids: list[int],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "oops-after-ready")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None and vm.console is not None
+        pids.append(vm.popen.pid)
+        assert vm.console.wait_for(("oops",), timeout=3) is not None
+        d = _diagnose(vm, ssh_answers=True)
+        assert (d.kind, d.kernel_failure) == ("oops", True)
+
+
+def test_qemu_exit_without_crash_is_infrastructure(req: qemu.BootRequest, pids: list[int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "exit-after-ready")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        vm.popen.wait(timeout=3)
+        d = _diagnose(vm, ssh_answers=False)
+        assert (d.kind, d.kernel_failure) == ("qemu-exited", False)
+        with pytest.raises(GuestError, match="QEMU exited with status 3"):
+            health.check_host(vm)
+    assert "exited" in [e.kind for e in vm.events]
+
+
+def test_stopped_qemu_is_infrastructure_and_still_killed(
+        req: qemu.BootRequest, pids: list[int], quick_probes: None) -> None:
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        clamp_waits(vm)
+        os.kill(vm.popen.pid, signal.SIGSTOP)
+        d = _diagnose(vm, ssh_answers=False)
+        assert (d.kind, d.kernel_failure) == ("qemu-stopped", False)
+        assert str(vm.popen.pid) in d.summary
+    assert gone(pids[0])
+
+
+def test_paused_guest_is_infrastructure(req: qemu.BootRequest, pids: list[int],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_STATUS", "paused")
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        d = _diagnose(vm, ssh_answers=True)
+        assert (d.kind, d.kernel_failure) == ("qemu-paused", False)
+        assert "paused" in d.summary

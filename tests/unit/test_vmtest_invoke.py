@@ -1,4 +1,5 @@
-"""vmtest._invoke: how a failed guest command during a selftest invocation is judged."""
+"""vmtest._invoke: how a failed guest command during a selftest invocation is judged
+(the verdict on the guest comes from the crash authority, `Guest.diagnose`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator.errors import GuestError, GuestTimeout
+from orchestrator.errors import GuestError, GuestLost, GuestTimeout
 from orchestrator.jobs import vmtest
 from orchestrator.machine.console import ConsoleEvent
+from orchestrator.machine.health import Diagnosis
 from orchestrator.suites.selftest import runner as selftest
 
 INV = selftest.Invocation("anon", ())
@@ -16,11 +18,14 @@ INV = selftest.Invocation("anon", ())
 
 @dataclass
 class FakeGuest:
-    crash: ConsoleEvent | None
+    diagnosis: Diagnosis
     shell: object = None
 
-    def diagnose_lost(self) -> ConsoleEvent | None:
-        return self.crash
+    def diagnose(self) -> Diagnosis:
+        return self.diagnosis
+
+    def kernel_failure(self) -> ConsoleEvent | None:
+        return None
 
 
 def _raise(exc: Exception):
@@ -31,20 +36,30 @@ def _raise(exc: Exception):
 
 def test_kernel_crash_during_a_test_is_a_failed_outcome(monkeypatch):
     monkeypatch.setattr(selftest, "run_invocation", _raise(GuestError("lost", "partial out")))
-    panic = ConsoleEvent("panic", 1.0, ["Kernel panic - not syncing: x"])
+    panic = Diagnosis("panic", "kernel panic: Kernel panic - not syncing: x")
     out = vmtest._invoke(FakeGuest(panic), INV)
     assert out.exit_code is None and out.output == "partial out"
     assert out.error == "kernel panic: Kernel panic - not syncing: x"
 
 
+def test_kernel_hang_during_a_test_is_a_failed_outcome(monkeypatch):
+    monkeypatch.setattr(selftest, "run_invocation", _raise(GuestTimeout("no answer")))
+    out = vmtest._invoke(FakeGuest(Diagnosis("hang", "kernel hang: console silent")), INV)
+    assert out.exit_code is None and out.error == "kernel hang: console silent"
+
+
 def test_timeout_in_a_live_guest_is_a_failed_outcome(monkeypatch):
     monkeypatch.setattr(selftest, "run_invocation",
                         _raise(GuestTimeout("guest command timed out after 900 s: x")))
-    out = vmtest._invoke(FakeGuest(None), INV)
+    out = vmtest._invoke(FakeGuest(Diagnosis("alive", "answers")), INV)
     assert out.exit_code is None and "timed out after 900 s" in out.error
 
 
-def test_lost_connection_without_kernel_crash_is_infrastructure(monkeypatch):
+@pytest.mark.parametrize("kind", ["ssh-lost", "qemu-stopped", "qemu-exited", "qemu-paused",
+                                  "qemu-unresponsive"])
+def test_lost_guest_without_kernel_failure_is_infrastructure(monkeypatch, kind):
     monkeypatch.setattr(selftest, "run_invocation", _raise(GuestError("connection lost")))
-    with pytest.raises(GuestError):
-        vmtest._invoke(FakeGuest(None), INV)
+    with pytest.raises(GuestLost) as info:
+        vmtest._invoke(FakeGuest(Diagnosis(kind, f"because {kind}")), INV)
+    assert info.value.exit_code == 125
+    assert f"guest lost ({kind}: because {kind})" in info.value.message

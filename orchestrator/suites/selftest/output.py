@@ -236,6 +236,7 @@ _DOTS = re.compile(r"\.{3,}")
 _SETTINGS_STEP = re.compile(r"(?:Save|Restore) THP and khugepaged settings")
 _RUN_TEST = re.compile(r"Run test: (?P<name>\S+) \((?P<ctx>[^():\s]*):(?P<mem>[^()\s]*)\)")
 _CONTEXT = re.compile(r"\*\*\* Testing context: (?P<ctx>\S+) \*\*\*")
+_CONTEXTS = ("khugepaged", "madvise", "")  # the selftest's collapse contexts (none: setup)
 _TAP_VERSION = re.compile(r"^TAP version (\d+)\s*$")
 _TAP_PLAN = re.compile(r"^1\.\.(?P<n>\d+)(?:\s*#\s*(?P<dir>\w+)\s*(?P<why>.*))?$")
 _TAP_RESULT = re.compile(r"^(?P<ok>not ok|ok)\s+(?P<n>\d+)\b\s*(?:-\s+)?(?P<rest>.*)$")
@@ -333,12 +334,12 @@ def parse_header(line: str) -> tuple[int, _Header] | None:
     """``Run test: NAME (CTX:MEM)`` (6.2+) or ``*** Testing context: CTX ***`` (6.1),
     found anywhere in the line -> (start position, header)."""
     match = _RUN_TEST.search(line)
-    if match:
+    if match and match["ctx"] in _CONTEXTS:
         return match.start(), _Header(match["name"], match["ctx"] or None, match["mem"] or None)
     match = _CONTEXT.search(line)
-    if match:
+    if match and match["ctx"] in _CONTEXTS:
         return match.start(), _Header("context", match["ctx"], "anon")
-    return None
+    return None  # an unknown context word is not a header (the guest is untrusted)
 
 
 def parse_ktap_result(line: str) -> _Result | None:

@@ -125,13 +125,18 @@ def default_ids(matrix: list[Invocation], tree: Path, iface: Interface) -> list[
     return [i.id for i in matrix if i.args in wanted]
 
 
+def check_ids(matrix: list[Invocation], ids: list[str]) -> None:
+    """UserError naming every id that is not in the matrix."""
+    known = {i.id for i in matrix}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UserError(f"unknown selftest invocation(s) {unknown}; known: {sorted(known)}")
+
+
 def select(matrix: list[Invocation], iface: Interface, ids: list[str] | None) -> list[Invocation]:
     """Invocations the tree supports, optionally narrowed to `ids` (unknown id: UserError)."""
     if ids:
-        known = {i.id for i in matrix}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise UserError(f"unknown selftest invocation(s) {unknown}; known: {sorted(known)}")
+        check_ids(matrix, ids)
         matrix = [i for i in matrix if i.id in ids]
     chosen = [i for i in matrix if set(i.needs) <= iface.features]
     for i in matrix:

@@ -24,8 +24,13 @@ from orchestrator import proc
 from orchestrator.cache import cache_dir, digest, write_json
 from orchestrator.data import DRIVER_SOURCE
 from orchestrator.errors import BuildError, GuestError, UserError
-from orchestrator.machine.guest import GuestShell
-from orchestrator.spec import SETTINGS_WRITE_ORDER, WorkloadSpec, layout_addresses
+from orchestrator.machine.guest import GuestShell, signal_name
+from orchestrator.spec import (
+    MTHP_KNOB_DEFAULTS,
+    SETTINGS_WRITE_ORDER,
+    WorkloadSpec,
+    layout_addresses,
+)
 from orchestrator.suites.workloads.observation import Observation, parse_driver_output
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ KNOB_PATHS: dict[str, str] = {
     "max_ptes_none": "khugepaged/max_ptes_none",
     "max_ptes_swap": "khugepaged/max_ptes_swap",
     "max_ptes_shared": "khugepaged/max_ptes_shared",
+    **{k: k for k in MTHP_KNOB_DEFAULTS},  # hugepages-<N>kB/enabled
 }
 
 
@@ -161,8 +167,11 @@ def _keep_spec(spec: WorkloadSpec, out_dir: Path) -> None:
 
 
 def _driver_failure(obs: Observation, exit_code: int, stdout: str, stderr: str) -> GuestError:
+    sig = signal_name(exit_code)
     why = "; ".join(obs.errors) or (
         f"exit status {exit_code}" if exit_code else "output ended before the 'end' event")
+    if sig:  # the driver itself crashed (SEGV, OOM kill): name the signal first
+        why = f"killed by {sig}; {why}"
     tail = "\n".join((stdout.splitlines() + stderr.splitlines())[-30:])
     return GuestError(f"workload {obs.spec_name!r}: driver failed: {why} (exit {exit_code})",
                       tail)

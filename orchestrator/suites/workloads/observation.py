@@ -92,6 +92,8 @@ class Checkpoint:
     deltas: dict[str, int]
     procs: dict[str, dict[str, RegionSample]]
     pids: dict[str, int]
+    consistent: bool = True  # no collapse moved the counters while it was read
+    reads: int = 1  # how many reads the driver took to get one consistent observation
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class Observation:
     end_ns: int = 0  # time of the ``end`` event (0 if it had none)
     errors: list[str] = field(default_factory=list)
     unparsed: list[str] = field(default_factory=list)
+    #: wait_scans step -> full_scans when it began, relative to the baseline checkpoint
+    wait_starts: dict[int, int] = field(default_factory=dict)
 
     def checkpoint(self, label: str) -> Checkpoint | None:
         """The checkpoint called `label`, or None."""
@@ -272,7 +276,8 @@ def _checkpoint(ev: dict[str, Any], names: _Names, base: dict[str, int] | None) 
         procs[proc] = {s.region: s for s in samples}
     step = _int(ev, "step", -1)
     return Checkpoint(names.label(step), step, _int(ev, "time_ns", 0), counters, deltas,
-                      procs, pids)
+                      procs, pids, ev.get("consistent") is not False,
+                      _int(ev, "reads", 1) if "reads" in ev else 1)
 
 
 def _step_result(ev: dict[str, Any], names: _Names) -> StepResult:
@@ -329,6 +334,9 @@ def _apply(obs: Observation, ev: dict[str, Any], names: _Names) -> None:
         obs.steps.append(_step_result(ev, names))
     elif kind == "wait":
         timed_out = ev.get("timed_out") is True
+        fs0 = obs.checkpoints[0].counters.get("full_scans") if obs.checkpoints else None
+        if fs0 is not None and isinstance(ev.get("start"), int):
+            obs.wait_starts[_int(ev, "step", 0)] = _int(ev, "start", 0) - fs0
         obs.steps.append(StepResult(_int(ev, "step", 0), "wait_scans", "parent",
                                     "timeout" if timed_out else "ok", (), None,
                                     _int(ev, "time_ns", 0)))

@@ -48,6 +48,15 @@ def select(selection: list[str] | str | None, files: list[Path]) -> list[Workloa
     return specs
 
 
+def for_kernel(specs: list[WorkloadSpec], release: str) -> list[WorkloadSpec]:
+    """The workloads that apply to kernel `release` (their `since` is not newer)."""
+    skipped = [s.name for s in specs if not s.applies_to(release)]
+    if skipped:
+        log.info("kernel %s: skipping workloads for newer kernels: %s", release,
+                 ", ".join(skipped))
+    return [s for s in specs if s.applies_to(release)]
+
+
 def prepare_driver() -> Path:
     """Build (or reuse) the static driver on the host (before booting)."""
     return workload.driver_binary()
@@ -66,12 +75,19 @@ def run_one(shell: GuestShell, spec: WorkloadSpec, out_dir: Path, driver_remote:
 
     start = time.monotonic()
     obs = workload.run_workload(shell, spec, out_dir, driver_remote)
-    prediction = predict(spec, version=version)
+    prediction = predict(spec, version=version, wait_starts=obs.wait_starts)
     verdict = compare.compare(prediction, obs, spec, compare.load_scans(out_dir, obs))
     compare.write_verdict(out_dir, prediction, verdict)
     log.info("workload %s: %s", spec.name, verdict.status)
     return compare.result_entry(spec, obs, prediction, verdict,
                                 round(time.monotonic() - start, 2))
+
+
+def drop_guest_disks(guest_dir: Path) -> None:
+    """Remove a stopped per-workload guest's overlay and swap disk (they only
+    matter while it runs; a suite of fresh guests would otherwise keep one each)."""
+    for name in ("rootfs-overlay.qcow2", "swap.img"):
+        (guest_dir / name).unlink(missing_ok=True)
 
 
 def error_entry(spec: WorkloadSpec, why: str) -> dict[str, Any]:

@@ -84,7 +84,10 @@ static const char *const advice_names[] = { "hugepage", "nohugepage", "collapse"
 static const int advice_values[] = { MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE,
 				     MADV_PAGEOUT, MADV_DONTNEED };
 static const char *const knob_paths[] = {
-	"enabled", "defrag", "use_zero_page", "shrink_underused", "hugepages-2048kB/enabled",
+	"enabled", "defrag", "use_zero_page", "shrink_underused", "hugepages-16kB/enabled",
+	"hugepages-32kB/enabled", "hugepages-64kB/enabled", "hugepages-128kB/enabled",
+	"hugepages-256kB/enabled", "hugepages-512kB/enabled", "hugepages-1024kB/enabled",
+	"hugepages-2048kB/enabled",
 	"khugepaged/defrag", "khugepaged/pages_to_scan", "khugepaged/scan_sleep_millisecs",
 	"khugepaged/alloc_sleep_millisecs", "khugepaged/max_ptes_none",
 	"khugepaged/max_ptes_swap", "khugepaged/max_ptes_shared" };
@@ -555,7 +558,7 @@ static int open_pagemap(pid_t pid)
 	return open(path, O_RDONLY);
 }
 
-static void checkpoint(int step)
+static void print_checkpoint(int step)
 {
 	pid_t pids[2] = { getpid(), child_pid };
 
@@ -582,7 +585,72 @@ static void checkpoint(int step)
 		if (fd >= 0)
 			close(fd);
 	}
-	printf("]}\n");
+	printf("]");
+}
+
+/* The counters one collapse moves: pages_collapsed, full_scans, thp_collapse_alloc. */
+static void collapse_keys(uint64_t k[3])
+{
+	char line[256], val[VAL_LEN];
+	unsigned long long v;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	k[0] = k[1] = k[2] = 0;
+	if (!read_value(THP "khugepaged/pages_collapsed", val, sizeof(val)))
+		k[0] = strtoull(val, NULL, 10);
+	if (!read_value(THP "khugepaged/full_scans", val, sizeof(val)))
+		k[1] = strtoull(val, NULL, 10);
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "thp_collapse_alloc %llu", &v) == 1)
+			k[2] = v;
+	if (f)
+		fclose(f);
+}
+
+#define CHECKPOINT_READS 50
+#define QUIET_MS 80
+
+/*
+ * One consistent observation: counters, smaps and pagemap are read into a buffer
+ * and kept only if no collapse moved pages_collapsed, full_scans or
+ * thp_collapse_alloc meanwhile, nor in the QUIET_MS after it (a collapse that
+ * was already in flight for the whole read, thp_collapse_alloc counted but
+ * pages_collapsed not yet, ends within that window); else read again. A reading
+ * taken mid-collapse is never reported as a state: after CHECKPOINT_READS torn
+ * reads the last one is printed with "consistent":false, which the host does not
+ * judge.
+ */
+static void checkpoint(int step)
+{
+	const struct timespec pause = { 0, 2000000 }, quiet = { 0, QUIET_MS * 1000000L };
+	uint64_t before[3], after[3], later[3];
+	FILE *real = stdout;
+	char *buf = NULL;
+	size_t len = 0;
+	int reads = 0, same = 0;
+
+	while (!same && reads < CHECKPOINT_READS) {
+		if (reads++)
+			nanosleep(&pause, NULL);
+		free(buf);
+		buf = NULL;
+		stdout = open_memstream(&buf, &len);
+		if (!stdout)
+			fail(3, "out of memory");
+		collapse_keys(before);
+		print_checkpoint(step);
+		collapse_keys(after);
+		fclose(stdout);
+		same = !memcmp(before, after, sizeof(before));
+		if (same) {
+			nanosleep(&quiet, NULL);
+			collapse_keys(later);
+			same = !memcmp(after, later, sizeof(after));
+		}
+	}
+	stdout = real;
+	printf("%s,\"reads\":%d,\"consistent\":%s}\n", buf, reads, same ? "true" : "false");
+	free(buf);
 	fflush(stdout);
 }
 

@@ -53,7 +53,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.spec import PAGE_SIZE, PMD_PAGES, PMD_SIZE
+from orchestrator.errors import GuestOutputError
+from orchestrator.spec import MAX_TOTAL_PAGES, PAGE_SIZE, PMD_PAGES, PMD_SIZE
 from orchestrator.suites.workloads.observation import Checkpoint, Observation, PfnMap
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ SWAPIN = "mm_collapse_huge_page_swapin"
 SCAN = "mm_khugepaged_scan"  # 7.1+
 EVENTS = (SCAN_PMD, COLLAPSE, ISOLATE, SWAPIN, SCAN)
 NO_PFN = 0xFFFFFFFFFFFFFFFF
+#: Bounds on what guest-supplied numbers may make us allocate (GuestOutputError beyond):
+#: PMD blocks of one VMA or one madvise call, and pfn table entries of one observation.
+MAX_BLOCKS = 4 * MAX_TOTAL_PAGES // PMD_PAGES
+MAX_PFN_ENTRIES = 8 * MAX_TOTAL_PAGES
 TRACEFS_EVENTS = "/sys/kernel/tracing/events/huge_memory"
 FORMAT_MARK = "@@thpvm format "
 
@@ -358,6 +363,7 @@ class _Layout:
     snapshots: list[tuple[int, dict[int, list[tuple[str, str, int]]]]]
 
     def pmd_of(self, region: str, page: int) -> int:
+        """PMD index of a region's page (KeyError for a region the driver never placed)."""
         return (self.starts[region] % PMD_SIZE // PAGE_SIZE + page) // PMD_PAGES
 
     def address(self, region: str, pmd: int) -> int:
@@ -377,16 +383,29 @@ class _Layout:
         return None
 
 
+def _blocks(lo: int, hi: int, what: str) -> range:
+    """2 MiB block numbers from `lo` (rounded up) to `hi` (rounded down), bounded."""
+    blocks = range(-(-lo // PMD_SIZE), hi // PMD_SIZE)
+    if len(blocks) > MAX_BLOCKS:
+        raise GuestOutputError(f"driver output: {what} spans {len(blocks)} PMDs "
+                               f"(more than {MAX_BLOCKS}): not a real workload's memory")
+    return blocks
+
+
 def _layout(obs: Observation) -> _Layout:
     groups: dict[int, list[PfnMap]] = {}
     for m in obs.pfn_maps:
         groups.setdefault(m.step, []).append(m)
+    total = sum(count for m in obs.pfn_maps for _, _, count in m.runs)
+    if total > MAX_PFN_ENTRIES:
+        raise GuestOutputError(f"driver output: pfn maps list {total} pages (more than "
+                               f"{MAX_PFN_ENTRIES}): not a real workload's memory")
     snaps = []
     for maps in groups.values():
         table: dict[int, list[tuple[str, str, int]]] = {}
         for m in maps:
             for page, pfn, count in m.runs:
-                for i in range(min(count, 1 << 20)):
+                for i in range(count):
                     table.setdefault(pfn + i, []).append((m.proc, m.region, page + i))
         snaps.append((min(m.time_ns for m in maps), table))
     snaps.sort(key=lambda s: s[0])
@@ -401,12 +420,13 @@ def _candidates(obs: Observation, lay: _Layout, proc: str, time_ns: int) -> list
     cp: Checkpoint = min(cps, key=lambda c: abs(c.time_ns - time_ns))
     out = []
     for name, sample in cp.procs[proc].items():
+        if name not in lay.starts:
+            continue  # a region the driver never placed: nothing to count from
         for v in sample.vmas:
             if not v.thp_eligible:
                 continue
-            first = -(-v.start // PMD_SIZE) * PMD_SIZE
-            for addr in range(first, v.end - PMD_SIZE + 1, PMD_SIZE):
-                out.append((addr, name, addr // PMD_SIZE - lay.starts[name] // PMD_SIZE))
+            for block in _blocks(v.start, v.end, f"a VMA of region {name!r}"):
+                out.append((block, name, block - lay.starts[name] // PMD_SIZE))
     return [(n, k) for _, n, k in sorted(out)]
 
 
@@ -432,8 +452,11 @@ def _madvise_blocks(obs: Observation, lay: _Layout) -> list[tuple[int, int, str,
             for c in st.calls:
                 lo = lay.starts[region] + c.first * PAGE_SIZE
                 hi = lay.starts[region] + (c.last + 1) * PAGE_SIZE
-                first = -(-lo // PMD_SIZE)
-                pmds += [a - lay.starts[region] // PMD_SIZE for a in range(first, hi // PMD_SIZE)]
+                blocks = _blocks(lo, hi, f"a madvise call on region {region!r}")
+                pmds += [a - lay.starts[region] // PMD_SIZE for a in blocks]
+                if len(pmds) > MAX_BLOCKS:
+                    raise GuestOutputError(f"driver output: madvise step {st.step} "
+                                           f"covers more than {MAX_BLOCKS} PMDs")
             out.append((prev_t, st.time_ns, st.proc, region, pmds))
         prev_t = st.time_ns or prev_t
     return out
@@ -461,7 +484,7 @@ def locate_scans(trace: Trace, obs: Observation) -> list[PmdScan]:
             continue
         proc = owners.get(ev.mm or "")
         hit = lay.find_pfn(ev.scan_pfn, ev.time_ns, proc) if ev.scan_pfn is not None else None
-        if hit is not None:
+        if hit is not None and hit[1] in lay.starts:
             p, region, page = hit
             pmd = lay.pmd_of(region, page)
             out.append(PmdScan(ev, "khugepaged", p, region, pmd, lay.address(region, pmd), "pfn"))
