@@ -32,7 +32,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any
 
     @contextmanager
     def guest(bz: Path, img: Any, run_dir: Path, accel: str = "auto",
-              append: str = "") -> Iterator[Any]:
+              append: str = "", machine: str = "default") -> Iterator[Any]:
         (run_dir / "rootfs-overlay.qcow2").write_text("")
         g = SimpleNamespace(boot_seconds=1.0, ssh_seconds=0.5, accel="tcg", accel_reason="r",
                             dir=run_dir, shell=object(), lost=None, usable=lambda: True,
