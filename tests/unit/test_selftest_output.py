@@ -562,3 +562,21 @@ def test_72_all_file_on_xfs_three_file_variants_and_a_hidden_failure() -> None:
     assert (hidden.name, hidden.result, hidden.status) == ("collapse_max_ptes_none", "pass",
                                                            "fail")
     assert run.status == "fail"
+
+
+@pytest.mark.parametrize("name, argv, cases", [
+    ("7.2.13-tcg-anon.txt", ["./khugepaged"], 26),
+    ("7.2.13-tcg-anon-s2.txt", ["./khugepaged", "-s", "2"], 26),
+    ("7.2.13-tcg-shmem.txt", ["./khugepaged", "all:shmem"], 9),
+    ("7.2.13-tcg-shmem-s4.txt", ["./khugepaged", "-s", "4", "all:shmem"], 9),
+    ("7.2.13-tcg-file-xfs.txt", ["./khugepaged", "all:file", "/tmp/thpvm-xfs"], 31),
+])
+def test_recorded_72_runs_parse_every_case(name: str, argv: list[str], cases: int) -> None:
+    # real 7.2.13 output (vm-test --tree debian:7.2 --suite selftest under TCG)
+    run = parse_selftest(raw(name), 0, argv)
+    assert run.form == "ktap" and run.status == "pass" and not run.unparsed
+    assert run.plan == len(run.cases) == cases
+    assert run.totals is not None and run.totals["pass"] == cases
+    named = [c for c in run.cases if c.context is not None]
+    assert len(named) == cases - 1  # all but 'allocate on fault and split'
+    assert {c.order for c in run.cases} == {so.parse_order(argv)}
