@@ -17,8 +17,8 @@ from orchestrator.report.resultfile import validate_result
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.selftest.output import parse_selftest
 
-# 7.2.13's run_vmtests.sh thp list for khugepaged
-ARGV_72 = [["./khugepaged"], ["./khugepaged", "-s", "2"], ["./khugepaged", "all:shmem"],
+# 7.2.13's run_vmtests.sh thp list for khugepaged, in the matrix's order
+ARGV_72 = [["./khugepaged"], ["./khugepaged", "all:shmem"], ["./khugepaged", "-s", "2"],
            ["./khugepaged", "-s", "4", "all:shmem"],
            ["./khugepaged", "all:file", selftest.GUEST_XFSDIR]]
 

@@ -545,3 +545,38 @@ def test_prefixed_capture_without_banner_is_unwrapped() -> None:
     lines = raw("6.12.117-tcg-anon.txt").rstrip("\n").split("\n")
     run = parse_selftest("".join(f"# {line}\n" for line in lines), 0, ["./khugepaged"])
     assert (run.form, run.status, len(run.cases)) == ("legacy", "pass", 26)
+
+
+def test_72_all_file_on_xfs_three_file_variants_and_a_hidden_failure() -> None:
+    # 7.2.13: the three file mem_ops (read-only, read-write read, read-write write) are all
+    # named "file"; ksft_test_result_report() reports the global exit_status, which the
+    # last success() overwrites, so "ok" can follow a failed step (the case still fails)
+    run = parse_selftest(raw("synthetic-7.2-all-file.txt"), 0,
+                         ["./khugepaged", "all:file", "/tmp/thpvm-xfs"])
+    assert run.form == "ktap" and run.plan == len(run.cases) == 5
+    full = [c for c in run.cases if c.name == "collapse_full"]
+    assert [(c.context, c.mem_type, c.order, c.status) for c in full] == \
+        [("khugepaged", "file", 0, "pass")] * 3
+    assert [c.steps[1].message.split()[-3] for c in full] == ["read-only", "(read)", "(write)"]
+    hidden = run.cases[-1]
+    assert (hidden.name, hidden.result, hidden.status) == ("collapse_max_ptes_none", "pass",
+                                                           "fail")
+    assert run.status == "fail"
+
+
+@pytest.mark.parametrize("name, argv, cases", [
+    ("7.2.13-tcg-anon.txt", ["./khugepaged"], 26),
+    ("7.2.13-tcg-anon-s2.txt", ["./khugepaged", "-s", "2"], 26),
+    ("7.2.13-tcg-shmem.txt", ["./khugepaged", "all:shmem"], 9),
+    ("7.2.13-tcg-shmem-s4.txt", ["./khugepaged", "-s", "4", "all:shmem"], 9),
+    ("7.2.13-tcg-file-xfs.txt", ["./khugepaged", "all:file", "/tmp/thpvm-xfs"], 31),
+])
+def test_recorded_72_runs_parse_every_case(name: str, argv: list[str], cases: int) -> None:
+    # real 7.2.13 output (vm-test --tree debian:7.2 --suite selftest under TCG)
+    run = parse_selftest(raw(name), 0, argv)
+    assert run.form == "ktap" and run.status == "pass" and not run.unparsed
+    assert run.plan == len(run.cases) == cases
+    assert run.totals is not None and run.totals["pass"] == cases
+    named = [c for c in run.cases if c.context is not None]
+    assert len(named) == cases - 1  # all but 'allocate on fault and split'
+    assert {c.order for c in run.cases} == {so.parse_order(argv)}
