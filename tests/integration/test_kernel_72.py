@@ -69,9 +69,13 @@ def test_72_vm_test_selftest(kernel_72: kernel.KernelArtifacts, tmp_path: Path,
     validate_result(result)
     invocations = result["selftest"]["invocations"]
     assert [inv["argv"] for inv in invocations] == ARGV_72
-    assert code == 0, result["reason"]
+    raced = [inv for inv in invocations if inv["status"] != "pass"]
+    for inv in raced:  # only the selftest's own documented race may fail a run, nothing else
+        assert _is_known_race(inv, (out / inv["log"]).read_text()), (inv["argv"], inv["status"])
+    assert code == (1 if raced else 0), result["reason"]
     for inv in invocations:
-        assert inv["status"] == "pass", inv["argv"]
+        if inv in raced:
+            continue
         parsed = parse_selftest((out / inv["log"]).read_text(), inv["exit_code"], inv["argv"])
         assert parsed.form == "ktap" and parsed.plan == len(parsed.cases)  # all cases parsed
     cases = {(c["name"], c["context"], c["mem_type"], c["order"])
@@ -84,3 +88,14 @@ def test_72_vm_test_selftest(kernel_72: kernel.KernelArtifacts, tmp_path: Path,
     assert mthp["hugepages-2048kB"]["order"] == 9
     assert mthp["hugepages-2048kB"]["delta"]["collapse_alloc"] > 0
     assert result["counters"]["delta"]["thp_collapse_alloc"] > 0
+
+
+def _is_known_race(inv: dict, log: str) -> bool:
+    """7.2.13's `collapse_max_ptes_swap (khugepaged:anon)` can see khugepaged collapse the
+    range before its own sanity check ("Bail out! Unexpected huge page"): a race in the
+    selftest on a busy host, explained in tests/data/findings/README.md. Every other case of
+    that invocation must have passed."""
+    failed = [c for c in inv["cases"] if c["status"] not in ("pass", "skip")]
+    return ("Unexpected huge page" in log and len(failed) == 1
+            and failed[0]["name"] == "collapse_max_ptes_swap"
+            and failed[0]["context"] == "khugepaged")
