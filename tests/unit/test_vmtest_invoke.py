@@ -67,7 +67,7 @@ def test_lost_guest_without_kernel_failure_is_infrastructure(monkeypatch, kind):
 
 def test_selftest_killed_by_a_signal_is_a_failure_naming_it(monkeypatch, tmp_path):
     """A test program that crashes (SEGV) in a live guest: a test failure with its signal."""
-    monkeypatch.setattr(selftest, "prepare_guest", lambda shell, binary: None)
+    monkeypatch.setattr(selftest, "prepare_guest", lambda shell, binary, invocations: None)
     crashed = selftest.InvocationOutcome(INV, ["./khugepaged"], 139, "Run test: x\n", 1.0)
     monkeypatch.setattr(vmtest, "_invoke", lambda g, inv, before=None: crashed)
     run = vmtest.Run(tmp_path / "run", None)
