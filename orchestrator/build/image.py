@@ -114,19 +114,26 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 
 def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image:
-    """Build (or reuse) the base image for a recipe."""
+    """Build (or reuse) the base image for a recipe. One builder at a time per recipe
+    key: a second process waits on the lock, then finds the image built."""
     recipe = load_recipe(recipe_name)
-    final = cache.cache_root() / "images" / f"{recipe.name}-{recipe.key()}"
+    final = cache.cache_dir("images") / f"{recipe.name}-{recipe.key()}"
     if not force and _usable(final):
         log.info("image cache hit: %s", final)
         make_private(final)
         return Image(final, recipe.name)
+    with cache.locked(final.with_name(final.name + ".lock")):
+        if force or not _usable(final):
+            _build(recipe, final)
+    return Image(final, recipe.name)
+
+
+def _build(recipe: Recipe, final: Path) -> None:
     if os.geteuid() != 0:
         raise ImageError("building the guest image needs root (mmdebstrap into a directory "
                          "and mkfs.ext4 -d keep file ownership): run as root or with sudo")
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    cache.cache_dir("images")
     work.mkdir(mode=0o700)
     root = work / "root"
     _mmdebstrap(recipe, root, work / "mmdebstrap.log")
@@ -137,7 +144,6 @@ def build_image(recipe_name: str = DEFAULT_RECIPE, force: bool = False) -> Image
     cache.seal(work, IMAGE_FILES)  # last: the entry is complete
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
-    return Image(final, recipe.name)
 
 
 def _usable(final: Path) -> bool:
