@@ -350,11 +350,11 @@ def cmd_lava_job(args: argparse.Namespace) -> int:
 
 
 def cmd_lava_import(args: argparse.Namespace) -> int:
-    from orchestrator.lava import results
+    from orchestrator.lava import judge as lava_judge
     from orchestrator.report.progress import format_summary
     from orchestrator.report.resultfile import load_result
 
-    code, run_dir = results.import_results(args.results_dir, args.out)
+    code, run_dir = lava_judge.import_results(args.results_dir, args.out)
     print(format_summary(load_result(run_dir), run_dir))
     print(f"run directory: {run_dir}")
     return code

@@ -36,6 +36,9 @@ from typing import Any
 
 from orchestrator.data import MACHINE_PROFILES_DIR, MATRICES_DIR
 from orchestrator.errors import UserError
+from orchestrator.jobs.vmtest import parse_suite
+from orchestrator.spec import shipped_workloads
+from orchestrator.suites.selftest.runner import load_matrix as load_invocations
 
 FORMAT_VERSION = 1
 DEBIAN_SOURCES = ("debian:6.1", "debian:6.12", "debian:7.2")
@@ -183,8 +186,6 @@ def _str_list(ctx: _Ctx, table: Mapping[str, Any], key: str, where: str) -> list
 
 
 def _suites(ctx: _Ctx, value: Any, have_files: bool) -> tuple[str, ...]:
-    from orchestrator.jobs.vmtest import parse_suite
-
     if value is None and have_files:
         return ()
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -204,9 +205,6 @@ def _suites(ctx: _Ctx, value: Any, have_files: bool) -> tuple[str, ...]:
 
 def _check_names(ctx: _Ctx, where: str, selftest: Any, workloads: Any) -> None:
     """Selftest invocation ids and workload names exist (a typo fails at plan time)."""
-    from orchestrator.spec import shipped_workloads
-    from orchestrator.suites.selftest.runner import load_matrix as load_invocations
-
     if isinstance(selftest, list):
         known = {i.id for i in load_invocations()}
         unknown = [i for i in selftest if i not in known]

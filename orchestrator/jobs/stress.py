@@ -23,6 +23,7 @@ from typing import Any
 
 from orchestrator import proc
 from orchestrator.errors import ThpvmError
+from orchestrator.jobs import vmtest
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def _record(rep: StressReport, result: dict[str, Any], run_dir: Path, tag: str) 
 
 def _one_round(rep: StressReport, suite: list[str], run_dir: Path, tag: str,
                isolation: str) -> dict[str, Any] | None:
-    from orchestrator.jobs import vmtest
-
     start = time.monotonic()
     try:
         outcome = vmtest.run_vm_test(vmtest.VmTestRequest(suite=suite, out=run_dir,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from orchestrator import proc
 from orchestrator.build import image, kernel
 from orchestrator.errors import BuildError, UserError
@@ -64,8 +66,6 @@ class LavaJob:
 
 def write_job(req: LavaJobRequest) -> LavaJob:
     """Build (or reuse) kernel, image and tools disk; write `out/job.yaml`."""
-    import yaml
-
     suite = parse_suite(req.suite)
     req.out.mkdir(parents=True, exist_ok=True)
     art = kernel.build_kernel(req.kernel)

@@ -11,13 +11,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from orchestrator import cache
 from orchestrator.errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
 from orchestrator.jobs import vmtest
-from orchestrator.judge import rundir
+from orchestrator.judge import compare, rundir
 from orchestrator.judge.entry import result_entry
+from orchestrator.lava import results
+from orchestrator.lava.job import JOB_NAME
 from orchestrator.lava.results import Block, LavaLog, snapshot_of
+from orchestrator.machine.console import classify_log
+from orchestrator.model import predict
+from orchestrator.spec import load_workload
 from orchestrator.suites import counters
 from orchestrator.suites.selftest import output as selftest_output
+from orchestrator.suites.workloads import runner
+from orchestrator.suites.workloads.observation import parse_driver_output
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +81,6 @@ def _selftest(run: vmtest.Run, found: list[Block], snaps: dict[str, Any]) -> Non
 
 
 def _workloads(run: vmtest.Run, found: list[Block], version: str) -> None:
-    from orchestrator.judge import compare
-    from orchestrator.model import predict
-    from orchestrator.spec import load_workload
-    from orchestrator.suites.workloads import runner
-    from orchestrator.suites.workloads.observation import parse_driver_output
-
     for b in found:
         try:
             spec = load_workload(b.name)
@@ -113,3 +115,22 @@ def _counters(run: vmtest.Run, snaps: list[Any]) -> None:
     run.counters = {"before": before.counters(), "after": after.counters(), "delta": delta}
     counters.write_counters_json(run.dir / "counters.json", {"before": before, "after": after},
                                  {"run": delta}, {})
+
+
+def import_results(results_dir: Path, out: Path | None = None) -> tuple[int, Path]:
+    """Turn RESULTS_DIR into a judged run directory; (exit code, run directory)."""
+    job_path, log_path = results_dir / JOB_NAME, results_dir / results.LOG_NAME
+    if not log_path.is_file():
+        raise UserError(f"{results_dir}: no {results.LOG_NAME} (the LAVA job log)")
+    job = results.load_yaml(job_path) if job_path.is_file() else {}
+    lg = results.read_log(log_path)
+    run_dir = out or cache.new_run_dir("lava-import")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    serial = "\n".join(line for _, line in lg.target) + "\n"
+    (run_dir / "serial.log").write_text(serial)
+    found = results.blocks(lg.target)
+    events = [e.to_json() for e in classify_log(serial)]
+    result = judge(run_dir, job, found, lg, events)
+    code = {"pass": EXIT_OK, "fail": EXIT_TEST_FAILED}.get(result["verdict"],
+                                                          EXIT_COULD_NOT_TEST)
+    return code, run_dir

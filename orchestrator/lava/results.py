@@ -23,13 +23,14 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator import cache
-from orchestrator.errors import EXIT_COULD_NOT_TEST, EXIT_OK, EXIT_TEST_FAILED, UserError
-from orchestrator.lava.job import JOB_NAME, MARK
-from orchestrator.machine.console import classify_log
+import yaml
+
+from orchestrator.errors import UserError
+from orchestrator.lava.job import MARK
 from orchestrator.suites import counters
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ class Block:
 
     @property
     def seconds(self) -> float:
-        from datetime import datetime
 
         try:
             return max(0.0, (datetime.fromisoformat(self.end)
@@ -75,8 +75,6 @@ class LavaLog:
 
 
 def _entries(text: str) -> Iterator[dict[str, Any]]:
-    import yaml
-
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -132,30 +130,7 @@ def blocks(target: list[tuple[str, str]]) -> list[Block]:
     return out
 
 
-def import_results(results_dir: Path, out: Path | None = None) -> tuple[int, Path]:
-    """Turn RESULTS_DIR into a judged run directory; (exit code, run directory)."""
-    from orchestrator.lava import judge
-
-    job_path, log_path = results_dir / JOB_NAME, results_dir / LOG_NAME
-    if not log_path.is_file():
-        raise UserError(f"{results_dir}: no {LOG_NAME} (the LAVA job log)")
-    job = _load_yaml(job_path) if job_path.is_file() else {}
-    lg = read_log(log_path)
-    run_dir = out or cache.new_run_dir("lava-import")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    serial = "\n".join(line for _, line in lg.target) + "\n"
-    (run_dir / "serial.log").write_text(serial)
-    found = blocks(lg.target)
-    events = [e.to_json() for e in classify_log(serial)]
-    result = judge.judge(run_dir, job, found, lg, events)
-    code = {"pass": EXIT_OK, "fail": EXIT_TEST_FAILED}.get(result["verdict"],
-                                                          EXIT_COULD_NOT_TEST)
-    return code, run_dir
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
+def load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:

@@ -32,6 +32,7 @@ from orchestrator.spec import (
     layout_addresses,
 )
 from orchestrator.suites.workloads.observation import Observation, parse_driver_output
+from orchestrator.suites.workloads.trace import format_dump_command
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,6 @@ def run_workload(shell: GuestShell, spec: WorkloadSpec, out_dir: Path,
 def _save_trace_format(shell: GuestShell, out_dir: Path) -> None:
     """The guest's huge_memory tracefs format files beside trace.txt (trace-format.txt):
     the trace is parsed by the kernel's own event formats, not assumed ones."""
-    from orchestrator.suites.workloads.trace import format_dump_command
-
     res = shell.run(format_dump_command(), timeout=60)
     if res.ok and res.stdout.strip():
         (out_dir / "trace-format.txt").write_text(res.stdout)
