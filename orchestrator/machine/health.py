@@ -155,13 +155,19 @@ def diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool],
     return d
 
 
-def _diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool]) -> Diagnosis:
+def _crash_or_host_fault(vm: qemu.Vm) -> Diagnosis | None:
+    """A kernel failure on the console first (it outranks what followed), then QEMU
+    gone, stopped or paused on the host."""
     crash = kernel_failure(vm)
     if crash is not None:
         return _from_event(crash)
-    fault = host_fault(vm) or _qmp_fault(vm)
-    if fault is not None:
-        return fault
+    return host_fault(vm) or _qmp_fault(vm)
+
+
+def _diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool]) -> Diagnosis:
+    found = _crash_or_host_fault(vm)
+    if found is not None:
+        return found
     if vm.console is not None and not vm.console.probe(CONSOLE_PROBE_TIMEOUT):
         return silent_console(vm)
     if ssh_probe(SSH_PROBE_TIMEOUT):
@@ -173,12 +179,9 @@ def _diagnose(vm: qemu.Vm, ssh_probe: Callable[[float], bool]) -> Diagnosis:
 def silent_console(vm: qemu.Vm) -> Diagnosis:
     """The console shell did not answer: a crash printed meanwhile, QEMU gone or
     stopped meanwhile, or else a kernel hang."""
-    crash = kernel_failure(vm)
-    if crash is not None:
-        return _from_event(crash)
-    fault = host_fault(vm) or _qmp_fault(vm)
-    if fault is not None:
-        return fault
+    found = _crash_or_host_fault(vm)
+    if found is not None:
+        return found
     idle = vm.console.idle_seconds() if vm.console is not None else 0.0
     return Diagnosis("hang", f"kernel hang: QEMU runs, but the serial console's shell did "
                      f"not answer within {CONSOLE_PROBE_TIMEOUT:.0f} s (console silent for "
