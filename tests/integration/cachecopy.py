@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cache
-from orchestrator.build import kernel
+from orchestrator.build import debian, kernel, sources
+from orchestrator.build.git import OWNED_OBJ
 
 COPIED_DIRS = ("kernels", "images", "tools", "accel")
 
@@ -29,14 +30,15 @@ def _link_copy(src: Path, dest: Path) -> None:
 
 def _copy_default_tree(shared: Path, priv: Path) -> None:
     """trees/<name>/<source> without .thpvm-obj, and the slot's memoised configs."""
-    source = kernel.default_tree()  # under `shared` (THPVM_CACHE not switched yet)
+    tree = sources.debian_tree(debian.DEFAULT_VERSION)  # under `shared` (not switched yet)
+    source = tree.path
     top = priv / "trees" / source.parent.name
     (top / source.name).mkdir(parents=True)
     for entry in source.iterdir():
-        if entry.name != kernel.OWNED_OBJ:
+        if entry.name != OWNED_OBJ:
             _link_copy(entry, top / source.name / entry.name)
     shutil.copy2(source.parent / ".thpvm-complete", top / ".thpvm-complete")
-    slot = f"debian-{source.parent.name}"
+    slot = tree.slot
     memo = priv / "build" / slot / "config"
     memo.mkdir(parents=True)
     for final in (shared / "build" / slot / "config").glob("final-*.config"):

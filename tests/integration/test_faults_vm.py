@@ -177,7 +177,7 @@ def test_squatted_port_is_avoided_and_the_pin_rejects_the_squatter(default_kerne
                             guest_image.host_key_pub)
         with pytest.raises(GuestError, match="does not match the pinned key"):
             impostor.connect(timeout=20)
-        assert squatter.handshakes >= 1
+        assert squatter.connections >= 1  # it was the squatter that answered, and was refused
     finally:
         squatter.close()
 
@@ -193,7 +193,7 @@ class _FakeSshServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
         self.port = int(self.sock.getsockname()[1])
-        self.handshakes = 0
+        self.connections = 0  # counted at accept: the handshake's end races the client's refusal
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -202,11 +202,11 @@ class _FakeSshServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             t = paramiko.Transport(conn)
             t.add_server_key(self.key)
             try:
                 t.start_server(server=paramiko.ServerInterface())
-                self.handshakes += 1
             except (paramiko.SSHException, EOFError, OSError):
                 pass
 
