@@ -96,7 +96,9 @@ def vm_test_until_workload(out: Path, before: Callable[[], None] = lambda: None
     return once the workload's driver is being set up."""
     spec = out.parent / f"{WORKLOAD}.toml"
     spec.write_text(SLOW_SPEC)
-    child = thpvm("workload", "run", "--accel", "tcg", "--out", str(out), str(spec))
+    # one shared guest: its files (serial.log, qemu-argv.json) are the run directory's own
+    child = thpvm("workload", "run", "--accel", "tcg", "--isolation", "shared",
+                  "--out", str(out), str(spec))
     serial = out / "serial.log"
     wait_until(lambda: serial.exists() and "THPVM-READY-" in serial.read_text(errors="replace"),
                1500, child, "the guest's readiness")
