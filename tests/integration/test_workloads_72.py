@@ -5,6 +5,7 @@ per-size collapse stats, smaps, and the large folios read from pagemap + kpagefl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ def test_72_workloads_match_the_72_model(tmp_path: Path, no_leaked_qemu: None) -
     assert {w["name"] for w in result["workloads"]} == set(NEW)
 
 
+@pytest.mark.skipif(not os.environ.get("THPVM_TEST_72_TRACE"),
+                    reason="opt-in (THPVM_TEST_72_TRACE=1): needs a second 7.2 kernel build with "
+                           "kconfigs/debug.config (tens of minutes cold); the 7.2 trace path is "
+                           "not yet verified on a real tracing guest")
 @pytest.mark.parametrize("name", ["mthp-descent", "pte-progress-cadence"])
 def test_72_workload_matches_per_pmd_with_trace(name: str, tmp_path: Path,
                                                 no_leaked_qemu: None) -> None:
