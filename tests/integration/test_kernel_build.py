@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from orchestrator.build import kconfig, kernel
@@ -12,7 +11,8 @@ from orchestrator.cli import main
 def test_default_kernel_has_every_thp_option(default_kernel):
     final = kconfig.parse_config_text(default_kernel.config.read_text(), "config")
     for frag in ("thp.config", "base.config"):
-        requested = kconfig.load_fragment(kernel.KCONFIG_DIR / frag).options
+        fragment = kconfig.load_fragment(kernel.KCONFIG_DIR / frag)
+        requested = fragment.for_version(default_kernel.tree.version).options
         missing = {k: v for k, v in requested.items() if final.get(k, "n") != v}
         assert not missing, f"{frag} options not in the built config: {missing}"
     assert default_kernel.bzimage.stat().st_size > 1_000_000
@@ -21,11 +21,9 @@ def test_default_kernel_has_every_thp_option(default_kernel):
 
 
 def test_second_build_is_a_cache_hit(default_kernel):
-    start = time.monotonic()
     again = kernel.build_kernel(kernel.KernelRequest())
-    assert again.cached
+    assert again.cached  # config check only, no make (its speed is a bench figure)
     assert again.key == default_kernel.key
-    assert time.monotonic() - start < 60  # config check only, no make
 
 
 def test_unsatisfiable_option_exits_2_and_names_it(tmp_path: Path, capsys, default_kernel):
