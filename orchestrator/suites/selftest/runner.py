@@ -147,14 +147,21 @@ def select(matrix: list[Invocation], iface: Interface, ids: list[str] | None) ->
 
 
 def build_selftest(art: KernelArtifacts) -> Path:
-    """Build (or reuse) the static khugepaged binary for a kernel build."""
+    """Build (or reuse) the static khugepaged binary for a kernel build. One builder per
+    kernel: parallel runs of the same kernel (a matrix with --jobs N) wait and reuse it."""
     out = art.dir / "selftest"
-    binary = out / "khugepaged"
-    bad = cache.verify(out)
-    if bad is None:
-        return binary
-    if out.exists():
-        log.warning("selftest cache entry is bad (%s): rebuilding it", bad)
+    if cache.verify(out) is None:
+        return out / "khugepaged"
+    with cache.locked(cache.cache_dir("build") / f"selftest-{art.key}.lock"):
+        bad = cache.verify(out)
+        if bad is not None:
+            if out.exists():
+                log.warning("selftest cache entry is bad (%s): rebuilding it", bad)
+            _build_selftest(art, out)
+    return out / "khugepaged"
+
+
+def _build_selftest(art: KernelArtifacts, out: Path) -> None:
     tree = art.tree.path
     iface = detect_interface(tree)
     scratch = art.dir / "selftest-src"
@@ -174,7 +181,6 @@ def build_selftest(art: KernelArtifacts) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp_out.rename(out)
     shutil.rmtree(scratch, ignore_errors=True)
-    return binary
 
 
 def _scratch_tree(tree: Path, scratch: Path) -> None:

@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 
 from orchestrator import proc
-from orchestrator.cache import cache_dir, digest, seal, verify, write_json
+from orchestrator.cache import cache_dir, digest, locked, seal, verify, write_json
 from orchestrator.data import DRIVER_SOURCE
 from orchestrator.errors import BuildError, GuestError
 from orchestrator.machine.guest import GuestShell, signal_name
@@ -142,13 +142,17 @@ def driver_binary(source: Path = DRIVER_SOURCE) -> Path:
     bad = verify(out_dir)
     if bad is None:
         return binary
-    if binary.exists():
-        log.warning("workload driver cache entry is bad (%s): rebuilding it", bad)
-    tmp = out_dir / "thpwork.tmp"
-    proc.run(["gcc", *CFLAGS, "-o", tmp, source], log_path=out_dir / "build.log",
-             timeout=300, error=BuildError)
-    tmp.replace(binary)
-    seal(out_dir, ["thpwork"])
+    with locked(out_dir.with_name(out_dir.name + ".lock")):  # one builder; others reuse it
+        bad = verify(out_dir)
+        if bad is None:
+            return binary
+        if binary.exists():
+            log.warning("workload driver cache entry is bad (%s): rebuilding it", bad)
+        tmp = out_dir / "thpwork.tmp"
+        proc.run(["gcc", *CFLAGS, "-o", tmp, source], log_path=out_dir / "build.log",
+                 timeout=300, error=BuildError)
+        tmp.replace(binary)
+        seal(out_dir, ["thpwork"])
     log.info("built workload driver %s", binary)
     return binary
 
