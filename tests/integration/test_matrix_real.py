@@ -62,7 +62,11 @@ def test_smoke_matrix_two_at_a_time_then_merged(tmp_path: Path, capsys) -> None:
     assert {"full-pmd-collapse", "thp-never"} <= names
     for case in summary["cases"]:
         assert set(case["cells"]) == {"6.12", "6.12-debug"}
-        assert all(c["runs"] == 2 for c in case["cells"].values())
+        # a selftest run that stops early (the verdict says so) leaves its later cases
+        # with one run: every cell has one or two, the workloads always two
+        assert all(1 <= c["runs"] <= 2 for c in case["cells"].values())
+        if case["name"] in ("full-pmd-collapse", "thp-never"):
+            assert all(c["runs"] == 2 for c in case["cells"].values())
 
     dom = _chromium(tmp_path, "--dump-dom", (merged / "report.html").as_uri())
     assert f'class="banner verdict-{summary["verdict"]}"' in dom
