@@ -331,9 +331,11 @@ def cmd_matrix_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_lava_job(args: argparse.Namespace) -> int:
+    from orchestrator.jobs import vmtest
     from orchestrator.lava import job, validate
 
-    req = job.LavaJobRequest(_kernel_request(args), args.suite or ["selftest", "workloads"],
+    req = job.LavaJobRequest(_kernel_request(args),
+                             vmtest.suite_items(args.suite) or list(vmtest.DEFAULT_SUITE),
                              args.out, args.machine)
     written = job.write_job(req)
     print(f"LAVA job: {written.path}")
@@ -594,7 +596,7 @@ def _add_lava_commands(sub: Sub) -> None:
     lsub = lava.add_subparsers(dest="sub", required=True)
     lj = lsub.add_parser("job", help="build kernel, image and tools; write a LAVA QEMU job")
     _tree_args(lj)
-    lj.add_argument("--suite", action="append", metavar="SUITE", help="as for vm-test")
+    _suite_arg(lj)
     lj.add_argument("--out", type=Path, required=True, help="directory for job.yaml + files")
     lj.add_argument("--machine", default="default", metavar="PROFILE", help="machine profile")
     lj.add_argument("--lava-run-validate", action="store_true",
