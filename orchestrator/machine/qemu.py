@@ -233,6 +233,8 @@ class Vm:
         try:
             self.console.connect(timeout=10)
             self.port = self._read_port(proc.Deadline.after(10))
+            # where to reach this guest by hand: ssh -p PORT -i <image>/id root@127.0.0.1
+            (self.req.run_dir / "ssh-port").write_text(f"{self.port}\n")
             return None
         except OSError:
             exited = self.popen.poll() is not None
