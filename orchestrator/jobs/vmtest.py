@@ -361,22 +361,12 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
     results, parsed_runs = [], []
     for inv in invocations:
         run.progress(f"selftest {inv.id}")
-        outcome = _invoke(g, inv, before)
+        outcome, parsed, retries = _invoke_with_retries(g, inv, before, run)
         before = outcome.after  # back to back: the next invocation's starting point
-        log_name = f"selftest-{inv.id}.log"
-        (run.dir / log_name).write_text(outcome.output)
-        parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
         parsed_runs.append(parsed)
-        entry = parsed.to_invocation_json()
-        entry.update(duration=round(outcome.duration, 2), log=log_name,
-                     counter_deltas=counters.delta(outcome.before, outcome.after)
-                     if outcome.before and outcome.after else {})
-        if outcome.error:
-            entry["status"] = "crash"
-        elif signal_name(outcome.exit_code):  # the test program crashed: a test failure
-            entry["status"] = "fail"
-            entry["explanation"] = f"killed by {signal_name(outcome.exit_code)} " \
-                                   f"(exit status {outcome.exit_code})"
+        entry = _invocation_entry(outcome, parsed, f"selftest-{inv.id}.log")
+        if retries:
+            entry["retries"] = retries
         results.append(entry)
         if entry["status"] in ("fail", "crash"):
             why = outcome.error or (entry.get("explanation", "")
@@ -388,6 +378,52 @@ def _run_selftest(g: session.Guest, binary: Path | None, invocations: list[selft
             break
     run.selftest = {"invocations": results,
                     "summary": selftest_output.summarize(parsed_runs)}
+
+
+def _invoke_with_retries(g: session.Guest, inv: selftest.Invocation, before: Any, run: Run
+                         ) -> tuple[selftest.InvocationOutcome, Any, list[dict[str, Any]]]:
+    """Run an invocation; while it fails only by one of its known selftest races, run it
+    again (each earlier attempt's log is kept and recorded). The last attempt counts."""
+    retries: list[dict[str, Any]] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = _invoke(g, inv, before)
+        before = outcome.after
+        (run.dir / f"selftest-{inv.id}.log").write_text(outcome.output)
+        parsed = selftest_output.parse_selftest(outcome.output, outcome.exit_code, outcome.argv)
+        race = None if outcome.error else selftest.known_race(inv, parsed, outcome.output)
+        if race is None or attempt >= race.attempts:
+            if race is not None:
+                parsed.notes.append(f"known selftest race {race.id} on all {attempt} "
+                                    f"attempts: {race.why}")
+            return outcome, parsed, retries
+        failed = next(c for c in parsed.cases if c.status in ("fail", "crash"))
+        log_name = f"selftest-{inv.id}.attempt{attempt}.log"
+        (run.dir / f"selftest-{inv.id}.log").rename(run.dir / log_name)
+        log.warning("selftest %s: %s (%s) failed with %r, a known race in the selftest "
+                    "(%s): running it again", inv.id, failed.name, failed.context,
+                    race.message, race.id)
+        retries.append({"attempt": attempt, "log": log_name, "case": failed.name,
+                        "context": failed.context, "race": race.id, "why": race.why})
+
+
+def _invocation_entry(outcome: selftest.InvocationOutcome, parsed: Any,
+                      log_name: str) -> dict[str, Any]:
+    """The result.json entry of an invocation's last attempt."""
+    entry = parsed.to_invocation_json()
+    entry.update(duration=round(outcome.duration, 2), log=log_name,
+                 counter_deltas=counters.delta(outcome.before, outcome.after)
+                 if outcome.before and outcome.after else {})
+    if parsed.notes:
+        entry["notes"] = list(parsed.notes)
+    if outcome.error:
+        entry["status"] = "crash"
+    elif signal_name(outcome.exit_code):  # the test program crashed: a test failure
+        entry["status"] = "fail"
+        entry["explanation"] = f"killed by {signal_name(outcome.exit_code)} " \
+                               f"(exit status {outcome.exit_code})"
+    return entry
 
 
 def _invoke(g: session.Guest, inv: selftest.Invocation,

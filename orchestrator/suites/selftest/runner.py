@@ -15,7 +15,7 @@ import shlex
 import shutil
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator import cache, proc
@@ -24,6 +24,7 @@ from orchestrator.data import SELFTEST_MATRIX
 from orchestrator.errors import BuildError, GuestError, UserError
 from orchestrator.machine.guest import GuestShell
 from orchestrator.suites import counters
+from orchestrator.suites.selftest.output import SelftestRun
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,28 @@ class Interface:
 
 
 @dataclass(frozen=True)
+class KnownRace:
+    """A race in the selftest itself (not the kernel), documented in the matrix file:
+    when an invocation's only failed case is one of `cases` in `context`, and the output
+    has `message`, the invocation is run again, up to `attempts` times in all."""
+
+    id: str
+    cases: frozenset[str]
+    context: str
+    message: str
+    attempts: int
+    why: str
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Invocation:
-    """One run of the selftest binary."""
+    """One run of the selftest binary, with the known races of this tree's selftest."""
 
     id: str
     args: tuple[str, ...]
     needs: tuple[str, ...] = ()
+    races: tuple[KnownRace, ...] = ()
 
 
 @dataclass
@@ -84,6 +101,8 @@ def detect_interface(tree: Path, kernel_config: str | None = None) -> Interface:
                 feats.add("ctx-mem")
             if "case 's'" in text:
                 feats.add("order")
+            if "MADV_NOHUGEPAGE" not in _function_body(text, "wait_for_scan"):
+                feats.add("scan-leaves-hugepage")
             if kernel_config and all(f"\n{o}=y" in "\n" + kernel_config
                                      for o in ("CONFIG_XFS_FS", "CONFIG_BLK_DEV_LOOP")):
                 feats.add("xfs")
@@ -92,13 +111,25 @@ def detect_interface(tree: Path, kernel_config: str | None = None) -> Interface:
                     "(tree too old or too new for thpvm's selftest support)")
 
 
+def _function_body(source: str, name: str) -> str:
+    """The text of C function `name` in `source` (from its name to the next line that
+    is a lone closing brace), or "" when it is not there."""
+    m = re.search(rf"^\w[^\n;]*\b{name}\(.*?^}}", source, re.M | re.S)
+    return m.group(0) if m else ""
+
+
 def load_matrix(path: Path = MATRIX_FILE) -> list[Invocation]:
-    """The invocation matrix from its TOML file."""
+    """The invocation matrix from its TOML file; each invocation carries every known race
+    (`select` keeps those whose `needs` the tree's selftest has)."""
     try:
         data = tomllib.loads(path.read_text())
-        return [Invocation(str(i["id"]), tuple(i.get("args", ())), tuple(i.get("needs", ())))
-                for i in data["invocation"]]
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        races = tuple(KnownRace(str(r["id"]), frozenset(r["cases"]), str(r["context"]),
+                                str(r["message"]), int(r["attempts"]), str(r["why"]),
+                                tuple(r.get("needs", ())))
+                      for r in data.get("known_race", []))
+        return [Invocation(str(i["id"]), tuple(i.get("args", ())), tuple(i.get("needs", ())),
+                           races) for i in data["invocation"]]
+    except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"selftest matrix {path}: {e}") from e
 
 
@@ -143,7 +174,22 @@ def select(matrix: list[Invocation], iface: Interface, ids: list[str] | None) ->
         if i not in chosen:
             log.info("selftest %s skipped: this tree's selftest lacks %s", i.id,
                      sorted(set(i.needs) - iface.features))
-    return chosen
+    return [replace(i, races=tuple(r for r in i.races if set(r.needs) <= iface.features))
+            for i in chosen]
+
+
+def known_race(inv: Invocation, parsed: SelftestRun, output: str) -> KnownRace | None:
+    """The known race a failed invocation shows, if any: its only failed case is one of
+    the race's cases in the race's context, and the output has the race's message."""
+    failed = [c for c in parsed.cases if c.status in ("fail", "crash")]
+    if parsed.status != "fail" or len(failed) != 1:
+        return None
+    case = failed[0]
+    for race in inv.races:
+        if case.name in race.cases and case.context == race.context \
+                and race.message in output:
+            return race
+    return None
 
 
 def build_selftest(art: KernelArtifacts) -> Path:
