@@ -40,7 +40,7 @@ unit: setup
 bench: setup
 	$(PY) bench/run.py --out $(BENCH_OUT)
 
-## verdicts under load: 20 x all workloads + 5 x vm-test with every core busy, to $(STRESS_OUT)
+## verdicts under load: 20 x all workloads, 5 x vm-test, 20 x each seeded kernel bug, every core busy, to $(STRESS_OUT)
 stress: setup
 	$(PY) bench/stress.py --out $(STRESS_OUT) $(STRESS_ARGS)
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import proc
+from orchestrator.build.kernel import KernelRequest
 from orchestrator.errors import ThpvmError
 from orchestrator.jobs import vmtest
 
@@ -71,6 +73,8 @@ class StressReport:
     guest_boot_seconds: list[float] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
     load_average: list[list[float]] = field(default_factory=list)
+    seeded: dict[str, dict[str, int]] = field(default_factory=dict)  # patch: runs/caught/errors
+    seeded_misses: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +85,9 @@ class StressReport:
                 f"{len(self.workload_mismatches)} mismatches, {len(self.workload_errors)} errors; "
                 f"vm-test {self.vmtest_runs} runs, {len(self.vmtest_failures)} failed, "
                 f"{len(self.vmtest_errors)} errors; slowest checkpoint wait "
-                f"{self.slowest_wait_ms} ms ({self.slowest_wait or '-'})")
+                f"{self.slowest_wait_ms} ms ({self.slowest_wait or '-'})"
+                + "".join(f"; {name}: caught {c['caught']} of {c['runs']} ({c['errors']} errors)"
+                          for name, c in self.seeded.items()))
 
 
 def slowest_wait(run_dir: Path) -> tuple[int, str]:
@@ -132,12 +138,70 @@ def _one_round(rep: StressReport, suite: list[str], run_dir: Path, tag: str,
     return result
 
 
+@dataclass(frozen=True)
+class SeededBug:
+    """A kernel patch the oracle must catch: run `suite` on the patched kernel; `catch` is
+    "selftest" (an invocation fails) or "mismatch" (every workload mismatches)."""
+
+    patch: Path
+    suite: list[str]
+    fragments: list[Path]
+    catch: str
+
+
+def load_seeded(path: Path, repo: Path) -> list[SeededBug]:
+    """The seeded-bug catalogue (tests/data/patches/seeded.toml); paths are resolved
+    against the catalogue's folder (patches) and `repo` (fragments)."""
+    data = tomllib.loads(path.read_text())
+    return [SeededBug(path.parent / s["patch"], list(s["suite"]),
+                      [repo / f for f in s.get("fragments", [])], s["catch"])
+            for s in data["seeded"]]
+
+
+def caught(bug: SeededBug, result: dict[str, Any]) -> bool:
+    """Whether a run of the patched kernel caught the bug."""
+    if result["exit_code"] != 1:
+        return False
+    if bug.catch == "selftest":
+        return any(i["status"] == "fail" for i in result["selftest"]["invocations"])
+    return bool(result["workloads"]) and all(w["verdict"] == "mismatch"
+                                             for w in result["workloads"])
+
+
+def _seeded_round(rep: StressReport, bug: SeededBug, run_dir: Path, tag: str) -> None:
+    counts = rep.seeded.setdefault(bug.patch.name, {"runs": 0, "caught": 0, "errors": 0})
+    kernel = KernelRequest(fragments=bug.fragments, patches=[bug.patch])
+    start = time.monotonic()
+    try:
+        result = vmtest.run_vm_test(vmtest.VmTestRequest(kernel=kernel, suite=bug.suite,
+                                                         out=run_dir)).result
+    except ThpvmError as e:
+        counts["errors"] += 1
+        rep.seeded_misses.append(f"{tag}: {type(e).__name__}: {e.message[:300]}")
+        return
+    finally:
+        rep.round_seconds.append(round(time.monotonic() - start, 1))
+        rep.load_average.append([round(x, 2) for x in os.getloadavg()])
+    miss = f"{tag}: exit {result['exit_code']}: {result['reason'][:300]}"
+    if result["exit_code"] == 125:  # could not test: neither a catch nor a miss
+        counts["errors"] += 1
+        rep.seeded_misses.append(miss)
+        return
+    counts["runs"] += 1
+    if caught(bug, result):
+        counts["caught"] += 1
+    else:
+        rep.seeded_misses.append(miss)
+
+
 def stress(out: Path, workload_rounds: int, vmtest_rounds: int, isolation: str = "guest",
            hog: bool = True, until: float | None = None,
-           progress: Callable[[str], None] = print) -> StressReport:
+           progress: Callable[[str], None] = print, seeded: list[SeededBug] | None = None,
+           seeded_rounds: int = 0) -> StressReport:
     """`workload_rounds` x every built-in workload, then `vmtest_rounds` x the default
-    vm-test suites, under a CPU hog; run directories under `out`. Stops starting new
-    rounds at the monotonic time `until` (the report says how many ran)."""
+    vm-test suites, then `seeded_rounds` x each seeded bug, under a CPU hog; run
+    directories under `out`. Stops starting new rounds at the monotonic time `until`
+    (the report says how many ran)."""
     rep = StressReport()
     with cpu_hog() if hog else _no_load() as rep.load:
         for r in range(workload_rounds):
@@ -155,6 +219,13 @@ def stress(out: Path, workload_rounds: int, vmtest_rounds: int, isolation: str =
                 if result["exit_code"] != 0:
                     rep.vmtest_failures.append(f"vm-test {r}: {result['reason'][:300]}")
             progress(f"[stress] vm-test round {r + 1}/{vmtest_rounds}: " + rep.summary())
+        for r in range(seeded_rounds):
+            if until is not None and time.monotonic() > until:
+                break
+            for bug in seeded or []:
+                name = bug.patch.stem
+                _seeded_round(rep, bug, out / f"seeded-{name}-{r}", f"seeded {name} {r}")
+            progress(f"[stress] seeded round {r + 1}/{seeded_rounds}: " + rep.summary())
     return rep
 
 

@@ -77,3 +77,41 @@ def test_rounds_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert rep.slowest_wait_ms == 400 and rep.slowest_wait == "vm-test 1 a step 3"
     assert rep.guest_boot_seconds == [2.5] * 6 and len(rep.load_average) == 4
     assert "6 runs, 1 mismatches, 1 errors" in rep.summary()
+
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOGUE = REPO / "tests/data/patches/seeded.toml"
+
+
+def test_seeded_catalogue_names_existing_patches_suites_and_fragments() -> None:
+    from orchestrator.jobs.vmtest import parse_suite
+
+    bugs = stress_job.load_seeded(CATALOGUE, REPO)
+    assert {b.patch.name for b in bugs} == {p.name for p in CATALOGUE.parent.glob("*.patch")}
+    for b in bugs:
+        assert b.patch.is_file() and all(f.is_file() for f in b.fragments)
+        assert b.catch in ("selftest", "mismatch")
+        parse_suite(b.suite)  # a valid --suite
+
+
+def test_seeded_rounds_count_catches_misses_and_errors(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    bugs = [b for b in stress_job.load_seeded(CATALOGUE, REPO) if b.catch == "mismatch"][:1]
+    outcomes = iter([{"a": "mismatch"}, {"a": "match"}, "infra", {"a": "error"}])
+
+    def run_vm_test(req: vmtest.VmTestRequest) -> Any:
+        assert req.kernel.patches == [bugs[0].patch] and req.suite == bugs[0].suite
+        verdicts = next(outcomes)
+        if verdicts == "infra":
+            raise InfraError("guest did not boot")
+        result = _fake_result(req.out, verdicts, 1)
+        if verdicts == {"a": "error"}:
+            result["exit_code"] = 125
+        return vmtest.VmTestOutcome(result["exit_code"], req.out, result)
+
+    monkeypatch.setattr(vmtest, "run_vm_test", run_vm_test)
+    rep = stress_job.stress(tmp_path, 0, 0, hog=False, progress=lambda s: None,
+                            seeded=bugs, seeded_rounds=4)
+    assert rep.seeded == {bugs[0].patch.name: {"runs": 2, "caught": 1, "errors": 2}}
+    assert len(rep.seeded_misses) == 3 and "exit 0" in rep.seeded_misses[0]
+    assert "caught 1 of 2 (2 errors)" in rep.summary()
