@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 FIRMWARE_DIRS = (Path("/usr/share/qemu"), Path("/usr/share/seabios"))
 GUEST_IP = "10.0.2.15"
 KVM_VERDICT_S = 5.0  # a KVM probe is judged broken within this, from evidence
+BOOT_ATTEMPTS = 3  # boots of one guest when its APIC timer calibration fails (busy host)
 RUNNING_STATES = ("running", "inmigrate", "finish-migrate")
 KEYS_SERIAL = "thpvm-keys"  # the per-boot key disk, found by the guest's init by this serial
 _HOSTFWD_RE = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b")
@@ -194,26 +195,36 @@ class Vm:
         if self.req.profile.swap_mb:
             disks["swap"] = image.make_swap(run_dir, self.req.profile.swap_mb)
         _reap_leftovers()
-        self._socks = leftovers.socks_dir()
-        keys = make_keys_disk(self.req.image, self._socks / "keys.tar")
-        if keys is not None:
-            disks["keys"] = keys
         self.qemu_log = run_dir / "qemu.log"
+        for boot in range(1, BOOT_ATTEMPTS + 1):
+            self._socks = leftovers.socks_dir()  # the sockets and this boot's key disk
+            keys = make_keys_disk(self.req.image, self._socks / "keys.tar")
+            self._launch_until_sockets({**disks, "keys": keys} if keys is not None else disks)
+            if self._wait_ready():
+                return
+            log.warning("the guest's APIC timer calibration failed (a TCG vCPU starved by a "
+                        "busy host): booting it again (%d of %d)", boot, BOOT_ATTEMPTS)
+            self.stop()
+        raise BootError(f"guest did not boot: its APIC timer calibration failed {BOOT_ATTEMPTS} "
+                        "times (\"APIC frequency too slow\": the host is too busy for TCG) "
+                        f"(serial log: {run_dir / 'serial.log'})",
+                        _tail(run_dir / "serial.log"))
+
+    def _launch_until_sockets(self, disks: dict[str, Path]) -> None:
+        """Start QEMU until it opens its sockets (3 tries), with a fresh readiness marker."""
         for attempt in range(3):
             self.marker = f"THPVM-READY-{uuid.uuid4().hex[:12]}"
             exited = self._launch(disks)
             if exited is None:
-                break
+                return
             if exited:  # QEMU itself refused (bad option, accelerator failure): no retry
                 code = self.popen.returncode if self.popen else None
                 raise BootError(f"QEMU exited with status {code} before the guest ran: "
                                 f"{_last_error(self.qemu_log)} (log: {self.qemu_log})",
                                 _tail(self.qemu_log))
             log.info("QEMU did not open its sockets (attempt %d), retrying", attempt + 1)
-        else:
-            raise BootError(f"QEMU did not open its sockets 3 times (log: {self.qemu_log})",
-                            _tail(self.qemu_log))
-        self._wait_ready()
+        raise BootError(f"QEMU did not open its sockets 3 times (log: {self.qemu_log})",
+                        _tail(self.qemu_log))
 
     def _launch(self, disks: dict[str, Path]) -> bool | None:
         """Start QEMU; None once it runs and reported its SSH port, else whether it had
@@ -257,15 +268,19 @@ class Vm:
                 raise OSError("QEMU did not report its SSH port over QMP")
             time.sleep(0.05)
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self) -> bool:
+        """True once the guest is ready; False when its boot went wrong in a way a new
+        boot fixes (a failed APIC timer calibration); BootError otherwise."""
         assert self.console is not None
         if self.req.probe_s > 0:
             self._judge_probe(proc.Deadline.after(self.req.probe_s))
-        ev = self.console.wait_for(("ready",), self.req.ready_timeout)
+        ev = self.console.wait_for(("ready", "bad-timer"), self.req.ready_timeout)
+        if ev is not None and ev.kind == "bad-timer":
+            return False
         if ev is not None and ev.kind == "ready":
             self.boot_seconds = time.monotonic() - self.started_at
             log.info("guest ready in %.2f s", self.boot_seconds)
-            return
+            return True
         why = ev.kind if ev else self._no_marker_reason()
         self.stop()
         lines = ev.lines if ev else (_tail(self.req.run_dir / "serial.log").splitlines()

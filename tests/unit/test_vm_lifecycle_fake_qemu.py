@@ -489,3 +489,28 @@ def test_watch_probes_the_console_while_commands_run(
         d = health.diagnose(vm, lambda timeout: True, watch.found)
         assert d is watch.found  # nothing probed again
     assert [e.kind for e in vm.events] == ["ready", "hang"]
+
+
+def test_a_failed_apic_timer_calibration_boots_again(req: qemu.BootRequest, pids: list[int],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """A boot whose APIC timer calibration failed (busy host) is replaced at once."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", "bad-timer")
+    monkeypatch.setenv("FAKE_QEMU_BAD_BOOTS", "1")
+    monkeypatch.setenv("FAKE_QEMU_COUNT_FILE", str(tmp_path / "boots"))
+    with qemu.Vm(req) as vm:
+        assert vm.popen is not None
+        pids.append(vm.popen.pid)
+        assert (tmp_path / "boots").read_text() == "2"
+    serial = (req.run_dir / "serial.log").read_text()
+    assert "APIC frequency too slow" in serial and vm.marker in serial
+
+
+def test_apic_timer_failing_every_boot_is_a_boot_error(req: qemu.BootRequest, pids: list[int],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "bad-timer")
+    vm = qemu.Vm(req)
+    with pytest.raises(BootError, match="APIC timer calibration failed 3 times") as info:
+        vm.start()
+    assert vm.popen is not None and gone(vm.popen.pid)
+    assert info.value.exit_code == 125
