@@ -4,7 +4,8 @@ with result.json / junit.xml / report.html and an exit code.
 
 `run_vm_test` is what `thpvm vm-test`, `thpvm bisect-step` and `thpvm validate`
 call. It returns exit code 0 (all passed and matched) or 1 (a test failed, a
-workload mismatched, or the kernel crashed during a test) and raises
+workload mismatched, or the kernel crashed or hung: during a test, or between
+tests while thpvm uploads, samples or snapshots counters) and raises
 UserError / InfraError otherwise, after writing what the run produced.
 """
 
@@ -258,7 +259,13 @@ def _guest(req: VmTestRequest, run: Run, bzimage: Path, img: image.Image, where:
         try:
             yield g
         except GuestError as e:  # from setup steps (uploads, snapshots): ask the authority
-            raise _lost(e, g.diagnose()) from e
+            d = g.diagnose()
+            if not d.kernel_failure:
+                raise _lost(e, d) from e
+            # the kernel died between tests: a test failure (1), not infrastructure
+            why = e.message if d.summary in e.message else f"{d.summary} ({e.message})"
+            run.failures.append(f"kernel {d.kind} in {what}, outside a test: {why}")
+            run.meta["crashed"] = True
         finally:
             run.events += [e.to_json() for e in g.vm.console.events] if g.vm.console else []
             if g.lost is not None:

@@ -90,15 +90,15 @@ def result_of(run_dir: Path) -> dict:
     return result
 
 
-def vm_test_until_workload(out: Path, before: Callable[[], None] = lambda: None
-                           ) -> subprocess.Popen[str]:
-    """Start a vm-test with one workload; call `before` once the guest is ready, and
-    return once the workload's driver is being set up."""
+def vm_test_until_workload(out: Path, before: Callable[[], None] = lambda: None,
+                           extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """Start a vm-test with one workload (`extra`: more thpvm options); call `before`
+    once the guest is ready, and return once the workload's driver is being set up."""
     spec = out.parent / f"{WORKLOAD}.toml"
     spec.write_text(SLOW_SPEC)
     # one shared guest: its files (serial.log, qemu-argv.json) are the run directory's own
     child = thpvm("workload", "run", "--accel", "tcg", "--isolation", "shared",
-                  "--out", str(out), str(spec))
+                  "--out", str(out), *extra, str(spec))
     serial = out / "serial.log"
     wait_until(lambda: serial.exists() and "THPVM-READY-" in serial.read_text(errors="replace"),
                1500, child, "the guest's readiness")
