@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 QMP_TIMEOUT = 5.0
 CONSOLE_PROBE_TIMEOUT = 40.0
-PROBE_EVERY = 15.0  # console probes while a guest operation runs (see Watch)
+PROBE_EVERY = 10.0  # console probes while a guest operation runs (see Watch); a real
+# two-vCPU hard lockup was found 42-52 s after it began at host load 15-20 (worst case
+# PROBE_EVERY + LIVENESS_EVERY + CONSOLE_PROBE_TIMEOUT = 52 s)
 SSH_PROBE_TIMEOUT = 15.0
 DRAIN_TIMEOUT = 5.0  # for the console thread to read what QEMU wrote before exiting
 INFRA_KINDS = ("qemu-exited", "qemu-stopped", "qemu-paused", "qemu-unresponsive", "ssh-lost")
