@@ -181,11 +181,7 @@ def alternative_cuts(alt: Mapping[str, Any]) -> list[int]:
 def checkpoint_bounds(obs: Observation, cp: Checkpoint) -> tuple[int, int | None]:
     """(the checkpoint's own timestamp, the driver's next timestamp after it or
     None): the checkpoint read happened between the two."""
-    later = [s.time_ns for s in obs.steps if s.step > cp.step and s.time_ns]
-    later += [m.time_ns for m in obs.pfn_maps if m.step > cp.step and m.time_ns]
-    later += [c.time_ns for c in obs.checkpoints if c.step > cp.step]
-    later += [obs.end_ns] if obs.end_ns else []
-    return cp.time_ns, min(later) if later else None
+    return cp.time_ns, obs.next_record_ns(cp.step)
 
 
 def admissible(events: Sequence[PmdScan], bounds: tuple[int, int | None]) -> tuple[int, int]:
