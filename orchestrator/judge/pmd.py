@@ -71,8 +71,14 @@ the last checkpoint are not compared: the model predicts nothing about them.
 *No weaker invariant is used.* The only freedom is what the data cannot decide:
 the model's own nondeterminism (schedules, and the two cuts of a read) and the
 timestamps' (the checkpoint read takes time; the trace prints rounded
-microseconds). Statuses are compared exactly; the events' counts (none_or_zero,
-referenced, ...) are shown in a mismatch but not compared.
+microseconds). A time series' cuts are the model's whole wake-ups up to the most
+the driver's timestamps allow (`WorkloadRun._wakeup_bound`: khugepaged_wait_work()
+sleeps more than msecs_to_jiffies(scan_sleep_millisecs) - 1 jiffies between
+scans; under load the kernel may be that far ahead of the model's clock inside a
+pass, where no counter shows it), never beyond the pass the next wait saw; the
+kernel's events before each read are still bounded by the trace timestamps above.
+Statuses are compared exactly; the events' counts (none_or_zero, referenced, ...)
+are shown in a mismatch but not compared.
 
 When a process's mm is not named in the trace (no beacon event), its streams
 are not compared and the reason is reported; a trace that lost events should

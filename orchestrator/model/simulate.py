@@ -28,7 +28,12 @@ simulated (`enumerate_runs`):
     therefore see the state after any whole wakeup of that segment, from the
     state when the segment began to the state when the next other step begins;
     a wait_scans right after a segment may have begun at any of the segment's
-    pass boundaries (its starting full_scans is a choice).
+    pass boundaries (its starting full_scans is a choice). With the driver's
+    timestamps the segment also runs the wake-ups the kernel can have made by
+    its last read (more than scan_sleep_millisecs less one jiffy apart, one
+    more per early wake_up: `_wakeup_bound`), as long as full_scans stays within
+    the pass the next wait saw (`_extend_segment`): under load the driver
+    oversleeps and the kernel is ahead of the model's clock inside a pass.
 """
 
 from __future__ import annotations
