@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 def predict_for(spec: WorkloadSpec, obs: Observation, version: str) -> Prediction:
     """The model's prediction aligned with the run: the pass counts the driver read
-    when each wait began and at each checkpoint (the model predicts per pass)."""
+    when each wait began and at each checkpoint (the model predicts per pass), and
+    the driver's timestamps (how many wake-ups a time series can have seen)."""
     return predict(spec, version=version, wait_starts=obs.wait_starts,
-                   checkpoint_passes=obs.checkpoint_passes())
+                   checkpoint_passes=obs.checkpoint_passes(), step_times=obs.step_times())
 
 
 def judge_workload(spec: WorkloadSpec, obs: Observation, out_dir: Path, version: str,

@@ -291,6 +291,14 @@ class Khugepaged:
         if self.m.pmd_enabled():
             yield ("list",)
 
+    @staticmethod
+    def min_sleep_ms(scan_sleep_ms: int) -> int:
+        """The least real time a khugepaged_wait_work() sleep of `scan_sleep_ms` lasts:
+        khugepaged_sleep_expire = jiffies + msecs_to_jiffies(ms) is reached after that
+        many jiffy ticks, the first of which may come right after the sleep began (so
+        one jiffy less); 0 for no sleep (scan_sleep_millisecs = 0)."""
+        return max(0, jiffies_ms(scan_sleep_ms) - JIFFY_MS) if scan_sleep_ms else 0
+
     # ------------------------------------------------------------ scheduling
 
     def _ready(self) -> bool:

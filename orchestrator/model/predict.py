@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = None,
             wait_starts: dict[int, int] | None = None,
-            checkpoint_passes: dict[int, int] | None = None) -> Prediction:
+            checkpoint_passes: dict[int, int] | None = None,
+            step_times: dict[int, tuple[int, int]] | None = None) -> Prediction:
     """Predict counters, smaps and per-PMD decisions at every checkpoint of `spec`.
 
     `version` selects the profile (nearest known one, with a warning, if
@@ -31,14 +32,18 @@ def predict(spec: WorkloadSpec, version: str = "6.12", faults: Faults | None = N
     same for plain and time-series checkpoints: a kernel ahead of the model's
     clock (the driver's steps and reads took time) is followed by running the
     periodic wake-ups up to the observed pass; the other counters are then
-    compared exactly at that pass.
+    compared exactly at that pass. `step_times` (step -> driver timestamps before
+    it began and after it was over, `Observation.step_times`) bounds how many
+    wake-ups the kernel can have made before a time series' last read: the series
+    is extended to them (within the pass the next wait saw), so a kernel a wake-up
+    ahead of the model's clock inside a pass is among its positions too.
     """
     profile = load_version_profile(version)
     flt = faults or Faults()
 
     def make(ch: Chooser) -> WorkloadRun:
         return WorkloadRun(spec, profile, flt, ch, wait_starts=wait_starts,
-                           checkpoint_passes=checkpoint_passes)
+                           checkpoint_passes=checkpoint_passes, step_times=step_times)
 
     runs = enumerate_runs(make)
     # schedules whose wait began at another pass than the driver saw are ruled out

@@ -28,7 +28,12 @@ simulated (`enumerate_runs`):
     therefore see the state after any whole wakeup of that segment, from the
     state when the segment began to the state when the next other step begins;
     a wait_scans right after a segment may have begun at any of the segment's
-    pass boundaries (its starting full_scans is a choice).
+    pass boundaries (its starting full_scans is a choice). With the driver's
+    timestamps the segment also runs the wake-ups the kernel can have made by
+    its last read (more than scan_sleep_millisecs less one jiffy apart, one
+    more per early wake_up: `_wakeup_bound`), as long as full_scans stays within
+    the pass the next wait saw (`_extend_segment`): under load the driver
+    oversleeps and the kernel is ahead of the model's clock inside a pass.
 """
 
 from __future__ import annotations
@@ -142,10 +147,13 @@ class WorkloadRun:
     def __init__(self, spec: WorkloadSpec, profile: VersionProfile, faults: Faults,
                  chooser: Chooser, log_decisions: bool = True,
                  wait_starts: dict[int, int] | None = None,
-                 checkpoint_passes: dict[int, int] | None = None) -> None:
+                 checkpoint_passes: dict[int, int] | None = None,
+                 step_times: dict[int, tuple[int, int]] | None = None) -> None:
         self.spec, self.chooser = spec, chooser
         self.wait_starts = wait_starts or {}
         self.checkpoint_passes = checkpoint_passes or {}
+        self.step_times = step_times or {}
+        self.wakes: list[int] = []  # steps that called wake_up_interruptible(&khugepaged_wait)
         addrs = layout_addresses(spec)
         self.extent = {r.name: (addrs[r.name] // 4096, addrs[r.name] // 4096 + r.pages)
                        for r in spec.regions}
@@ -154,6 +162,7 @@ class WorkloadRun:
         self.m = Machine(profile, dict(spec.settings), blocks, faults=faults,
                          log=DecisionLog(log_decisions))
         self.k = Khugepaged(self.m)
+        self.scan_sleeps = {int(self.m.sysfs["scan_sleep_millisecs"])}  # every value set
         self.m.new_mm("parent", [self._vma(n) for n in self.extent if spec.region(n).mapped])
         self.results: dict[int, str] = {}
         self.checkpoints: list[CheckpointRecord] = []
@@ -259,6 +268,7 @@ class WorkloadRun:
             handler(i, step)
             if step.op not in ("wait_scans", "checkpoint", "sleep"):
                 self._place_pending(i, step)
+        self._extend_segment(None)
         self._end_segment()
 
     # -------------------------------------------------------------- time series
@@ -282,11 +292,54 @@ class WorkloadRun:
                 rec.seen = [(label, obs, t, (cut,)) for label, obs, t, cut in self.segment]
         self.segment, self.timed = None, []
 
+    def _extend_segment(self, wait: int | None) -> None:
+        """Under load the driver's sleeps and reads overshoot, so the kernel may have
+        woken more often than the model's clock says before the series' last read.
+        Run the timed wake-ups the timestamps allow (`_wakeup_bound`) while
+        full_scans stays at most the pass the kernel was at when the series ended:
+        the observed start of the wait step `wait` that ends it, or (at the end of
+        the workload) the last pass its checkpoints saw. The last wake-up run may
+        complete that pass (then it is the one the wait counts: `_record_wait` reads
+        its increment and the rest of its scan); every boundary stays a position a
+        checkpoint of the series may have seen, judged by counters and the trace."""
+        if self.segment is None or not self.timed:
+            return
+        if wait is not None:
+            limit = self.wait_starts.get(wait)
+        else:
+            limit = max((v for v in (self.checkpoint_passes.get(r.step) for r in self.timed)
+                         if v is not None), default=None)
+        most = self._wakeup_bound(self.timed[-1].step)
+        if limit is None or most is None:
+            return
+        m, k = self.m, self.k
+        while (k.do_scans < most and m.counters["full_scans"] <= limit
+               and k.next_event_ms() is not None):
+            k.run_next()
+
+    def _wakeup_bound(self, step: int) -> int | None:
+        """The most khugepaged_do_scan() calls the kernel can have begun before the
+        read of checkpoint `step` was over: khugepaged_wait_work() sleeps until
+        khugepaged_should_wakeup() (jiffies >= khugepaged_sleep_expire, set to
+        jiffies + msecs_to_jiffies(scan_sleep_millisecs) after each scan), so two
+        scans are more than `Khugepaged.min_sleep_ms` apart, unless a
+        wake_up_interruptible(&khugepaged_wait) ended the wait early (the first
+        registration, a sleep-knob or `enabled` write: at most one scan each, the
+        first of which began no earlier than the step that called it). None
+        without the driver's timestamps or with scan_sleep_millisecs = 0."""
+        gap = min(self.k.min_sleep_ms(ms) for ms in self.scan_sleeps)
+        first = self.step_times.get(self.wakes[0]) if self.wakes else None
+        read = self.step_times.get(step)
+        if gap <= 0 or first is None or read is None:
+            return None
+        return len(self.wakes) + max(0, read[1] - first[0]) // (gap * 1_000_000)
+
     # -------------------------------------------------------------- wakeups
 
     def _wake(self, i: int, why: str) -> None:
         """wake_up_interruptible(&khugepaged_wait) during step i: if that lets the
         thread scan, the pass is pending until `_place_pending` runs it."""
+        self.wakes.append(i)
         if self.pending is None and self.k.runnable():
             self.pending = Pending(i, why)
 
@@ -406,6 +459,8 @@ class WorkloadRun:
                 continue
             self.m.sysfs[key] = knobs[key]
             if key in ("scan_sleep_millisecs", "alloc_sleep_millisecs"):
+                if key == "scan_sleep_millisecs":
+                    self.scan_sleeps.add(int(knobs[key]))
                 self.k.sleep_expire = 0  # the store resets the timer and wakes the thread
                 self._wake(i, f"{key} written")
             elif key == "enabled" or key in MTHP_KNOB_DEFAULTS:  # both start_stop_khugepaged()
@@ -446,6 +501,7 @@ class WorkloadRun:
 
     def _op_wait_scans(self, i: int, step: Step) -> None:
         m, k = self.m, self.k
+        self._extend_segment(i)
         base = self._segment_base(i)
         p = self.pending
         if p is not None:

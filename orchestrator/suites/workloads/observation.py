@@ -161,6 +161,32 @@ class Observation:
         return {c.step: c.deltas["full_scans"] for c in self.checkpoints
                 if c.step >= 0 and "full_scans" in c.deltas}
 
+    def next_record_ns(self, step: int) -> int | None:
+        """The driver's first timestamp after everything it did for `step` (the first
+        record of a later step, or the end), or None: what `step` did was over by then."""
+        later = [s.time_ns for s in self.steps if s.step > step and s.time_ns]
+        later += [m.time_ns for m in self.pfn_maps if m.step > step and m.time_ns]
+        later += [c.time_ns for c in self.checkpoints if c.step > step]
+        later += [self.end_ns] if self.end_ns else []
+        return min(later) if later else None
+
+    def step_times(self) -> dict[int, tuple[int, int]]:
+        """Spec step -> (a timestamp taken before it began, one taken after it was over),
+        CLOCK_MONOTONIC ns: the latest record of an earlier step (or the step's own
+        pre-step pagemap snapshot) and `next_record_ns`. Steps the driver never
+        reached, or with nothing recorded on either side, are left out."""
+        before = [(s.step + 1, s.time_ns) for s in self.steps if s.time_ns]
+        before += [(c.step + 1, c.time_ns) for c in self.checkpoints]
+        before += [(m.step, m.time_ns) for m in self.pfn_maps if m.time_ns]
+        done = {s.step for s in self.steps} | {c.step for c in self.checkpoints if c.step >= 0}
+        out: dict[int, tuple[int, int]] = {}
+        for i in sorted(done):
+            start = max((t for j, t in before if j <= i), default=None)
+            end = self.next_record_ns(i)
+            if start is not None and end is not None:
+                out[i] = (start, end)
+        return out
+
     def checkpoint(self, label: str) -> Checkpoint | None:
         """The checkpoint called `label`, or None."""
         return next((c for c in self.checkpoints if c.label == label), None)
