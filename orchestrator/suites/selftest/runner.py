@@ -101,7 +101,8 @@ def detect_interface(tree: Path, kernel_config: str | None = None) -> Interface:
                 feats.add("ctx-mem")
             if "case 's'" in text:
                 feats.add("order")
-            if "MADV_NOHUGEPAGE" not in _function_body(text, "wait_for_scan"):
+            scan = _function_body(text, "wait_for_scan")
+            if scan and "MADV_NOHUGEPAGE" not in scan:
                 feats.add("scan-leaves-hugepage")
             if kernel_config and all(f"\n{o}=y" in "\n" + kernel_config
                                      for o in ("CONFIG_XFS_FS", "CONFIG_BLK_DEV_LOOP")):
