@@ -279,8 +279,13 @@ def _mthp_faults(m: Machine, mm: Mm, vma: Vma, row: int, fresh: np.ndarray) -> n
 # ------------------------------------------------------------------ zap / pageout
 
 
-def _zap(m: Machine, mm: Mm, vma: Vma, lo: int, hi: int) -> None:
-    """zap_page_range_single() over [lo, hi) of one VMA (MADV_DONTNEED, munmap)."""
+def _zap(m: Machine, mm: Mm, vma: Vma, lo: int, hi: int, reclaim_pt: bool = False) -> None:
+    """zap_page_range_single() over [lo, hi) of one VMA (MADV_DONTNEED, munmap).
+
+    `reclaim_pt` (MADV_DONTNEED's `zap_details.reclaim_pt`, 6.14+ CONFIG_PT_RECLAIM):
+    zap_pte_range() (7.2.13 mm/memory.c l.1902) frees the PTE table when the zap covered
+    its whole PMD (pte_table_reclaim_possible(): end - start >= PMD_SIZE) and left every
+    PTE none (zap_empty_pte_table()); the PMD is then empty (pmd_none)."""
     t = mm.tables
     for base, c0, c1 in _blocks(lo, hi):
         row = _row(m, base)
@@ -299,6 +304,8 @@ def _zap(m: Machine, mm: Mm, vma: Vma, lo: int, hi: int) -> None:
         m.store.map_ptes(t.page[row, present], -1)
         t.pte[row, cols] = PTE_NONE
         t.page[row, cols] = NO_PAGE
+        if reclaim_pt and c0 == 0 and c1 == HPAGE_PMD_NR:
+            t.kind[row], t.pmd_bits[row] = PMD_EMPTY, 0
         m.mark_dirty(row)
 
 
@@ -354,10 +361,11 @@ def madvise_flags(m: Machine, mm: Mm, start: int, end: int, hugepage: bool) -> b
 
 
 def madvise_dontneed(m: Machine, mm: Mm, start: int, end: int) -> bool:
-    """MADV_DONTNEED: zap the range; page tables stay."""
+    """MADV_DONTNEED (madvise_dontneed_single_vma()): zap the range. Page tables stay,
+    except, where the profile says so (6.14+), a PTE table emptied over its whole PMD."""
     pieces = _pieces(mm, start, end)
     for v, lo, hi in pieces:
-        _zap(m, mm, v, lo, hi)
+        _zap(m, mm, v, lo, hi, reclaim_pt=m.profile.dontneed_frees_pte_table)
     return sum(hi - lo for _, lo, hi in pieces) == end - start
 
 

@@ -46,6 +46,7 @@ class VersionProfile:
     progress: str
     shared_test: str
     mthp_collapse: bool
+    dontneed_frees_pte_table: bool
     collapse_exceed_none_errno: str
     collapse_eagain: frozenset[Scan]
     collapse_continue_on: frozenset[Scan]
@@ -80,7 +81,7 @@ def parse_profile(doc: dict[str, Any], source: str) -> VersionProfile:
         if doc.get(key) not in choices:
             raise UserError(f"{source}: {key}: expected one of {list(choices)}, "
                             f"got {doc.get(key)!r}")
-    for key in ("writable_required", "mthp_collapse"):
+    for key in ("writable_required", "mthp_collapse", "dontneed_frees_pte_table"):
         if not isinstance(doc.get(key), bool):
             raise UserError(f"{source}: {key}: expected a boolean")
     mc = doc.get("madvise_collapse")
@@ -98,6 +99,7 @@ def parse_profile(doc: dict[str, Any], source: str) -> VersionProfile:
         progress=doc["progress"],
         shared_test=doc["shared_test"],
         mthp_collapse=doc["mthp_collapse"],
+        dontneed_frees_pte_table=doc["dontneed_frees_pte_table"],
         collapse_exceed_none_errno=str(mc.get("exceed_none_errno")),
         collapse_eagain=_scan_names(source, "madvise_collapse.eagain", mc.get("eagain")),
         collapse_continue_on=_scan_names(source, "madvise_collapse.continue_on",

@@ -221,8 +221,12 @@ def _build_selftest(art: KernelArtifacts, out: Path) -> None:
     kselftest_h = scratch / "tools/testing/selftests/kselftest.h"
     proc.run(["make", "-C", sdir, f"OUTPUT={tmp_out}",
               f"KHDR_INCLUDES=-isystem {art.headers / 'usr/include'}",
-              # -include: some stable trees use KSFT_SKIP without including kselftest.h
-              f"EXTRA_CFLAGS=-static -include {kselftest_h}", f"{tmp_out}/khugepaged"],
+              # -include: some stable trees use KSFT_SKIP without including kselftest.h;
+              # it then comes before the test's own `#define _GNU_SOURCE`, so define that
+              # first, as the test does (empty: no redefinition warning), or 6.1's mremap()
+              # and memfd_create() are undeclared
+              f"EXTRA_CFLAGS=-static -D_GNU_SOURCE= -include {kselftest_h}",
+              f"{tmp_out}/khugepaged"],
              log_path=art.dir / "selftest-build.log", error=BuildError)
     cache.seal(tmp_out, ["khugepaged"])
     shutil.rmtree(out, ignore_errors=True)
