@@ -38,7 +38,7 @@ class PageStore:
         new = max(need, 2 * cap)
         for name in ("mapcount", "head", "nr", "entire", "exclusive"):
             old = getattr(self, name)
-            arr = np.zeros(new, old.dtype) if name != "nr" else np.ones(new, old.dtype)
+            arr = np.zeros(new, old.dtype)  # calloc: untouched slots cost nothing
             arr[:cap] = old
             setattr(self, name, arr)
 
@@ -60,8 +60,9 @@ class PageStore:
         total = count * nr
         self._grow(first + total)
         heads = np.arange(first, first + total, nr, dtype=np.int32)
-        self.head[first:first + total] = np.repeat(heads, nr)
-        self.nr[heads] = nr  # new slots: nr 1, mapcounts 0 (ids are never reused)
+        self.head[first:first + total].reshape(count, nr)[:] = heads[:, None]
+        self.nr[first:first + total] = 1
+        self.nr[first:first + total:nr] = nr  # the heads (mapcounts 0: ids are never reused)
         self.exclusive[first:first + total] = True
         self.n += total
         self.any_large = True

@@ -4,6 +4,8 @@
   `Khugepaged.reuse_plans = False` scans every PMD afresh when the cursor reaches
   it. Random layouts, settings and mutations between wakeups, every profile:
   counters, decision and collapse logs, page tables, pages and cursor must be equal.
+- collapse.unmap_pages(): a slice for a contiguous range of ids, else a gather.
+- collapse.install_huge_pmds(): all-present rows from the row summaries, else a mask.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.model.collapse import install_huge_pmds, unmap_pages
 from orchestrator.model.khugepaged import Khugepaged
 from orchestrator.model.machine import Faults, Machine
 from orchestrator.model.madvise_collapse import madvise_collapse
@@ -27,6 +30,7 @@ from orchestrator.model.memory import (
     touch,
 )
 from orchestrator.model.mm import HPAGE_PMD_NR, Mm
+from orchestrator.model.pages import PageStore
 from tests.unit.model_helpers import machine, run_scan
 
 VERSIONS = ("6.1", "6.12", "7.1", "7.2")
@@ -144,3 +148,37 @@ def test_scan_plans_are_reused_and_grow() -> None:
             sizes.append((k.plan.b0, k.plan.n))
     # the fourth ends at the VMA's end; the wakeup that ended the pass began the next one
     assert [n for _, n in sizes[:4]] == [8, 16, 32, 8] and len(sizes) <= 5
+
+
+@given(st.integers(0, 1000), st.integers(1, 600), st.booleans(), st.randoms())
+def test_unmap_pages_fast_path_equals_gather(first: int, n: int, contiguous: bool,
+                                             rnd: Any) -> None:
+    """A slice over a contiguous id range decrements exactly the pages a gather does."""
+    ids = np.arange(first, first + n, dtype=np.int32)
+    if not contiguous and n > 1:
+        ids = np.array(rnd.sample(range(first, first + 2 * n), n), np.int32)
+    rnd.shuffle(ids)
+    fast, ref = PageStore(), PageStore()
+    for s in (fast, ref):
+        s.alloc(first + 2 * n + 1)
+        s.mapcount[:] = 2
+    unmap_pages(fast, ids)
+    ref.mapcount[ids] -= 1
+    assert np.array_equal(fast.mapcount, ref.mapcount)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_install_huge_pmds_summary_fast_path_equals_mask(stride: int) -> None:
+    """install_huge_pmds() with fresh summaries (fast path when every PTE is present)
+    leaves the same tables and pages as with stale ones (the mask)."""
+    def run(fresh: bool) -> Any:
+        m, _, mm, start = machine({"a": 4}, version="7.2")
+        a = start["a"]
+        touch(m, mm, np.arange(a, a + 4 * HPAGE_PMD_NR, stride), write=True)
+        r0 = m.blocks.row_of[a // HPAGE_PMD_NR]
+        if fresh:
+            mm.tables.refresh(m.store, m.profile.shared_test)
+        install_huge_pmds(m, mm, r0, r0 + 4, True)
+        return _snapshot(m, m.khugepaged, [mm])
+
+    assert run(True) == run(False)
