@@ -2,7 +2,8 @@
 
 - Scan plans (model/scanplan.py): khugepaged keeps scan results across wakeups;
   `Khugepaged.reuse_plans = False` scans every PMD afresh when the cursor reaches
-  it. Random layouts, settings and mutations between wakeups, every profile:
+  it. Random layouts, settings and mutations between wakeups (sysfs knobs are
+  written directly: do_scan() is driven by hand), every profile:
   counters, decision and collapse logs, page tables, pages and cursor must be equal.
 - collapse.unmap_pages(): a slice for a contiguous range of ids, else a gather.
 - collapse.install_huge_pmds(): all-present rows from the row summaries, else a mask.
@@ -50,6 +51,8 @@ ops = st.one_of(
     st.tuples(st.just("limit"), st.sampled_from(["max_ptes_none", "max_ptes_swap",
                                                   "max_ptes_shared"]),
               st.sampled_from([0, 1, 64, 255, 256, 511])),
+    st.tuples(st.just("limit"), st.just("hugepages-64kB/enabled"),
+              st.sampled_from(["never", "madvise", "always"])),
 )
 knobs = st.fixed_dictionaries({
     "max_ptes_none": st.sampled_from([0, 8, 255, 511]),
