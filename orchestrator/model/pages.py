@@ -35,7 +35,9 @@ class PageStore:
         cap = len(self.mapcount)
         if need <= cap:
             return
-        new = max(need, 2 * cap)
+        # twice the need: collapsing every mapped page once allocates as many new ids
+        # again, and calloc'd slots cost nothing until used (no copy mid-pass)
+        new = max(2 * need, 2 * cap)
         for name in ("mapcount", "head", "nr", "entire", "exclusive"):
             old = getattr(self, name)
             arr = np.zeros(new, old.dtype)  # calloc: untouched slots cost nothing
