@@ -60,7 +60,8 @@ class PageStore:
         unmapped; returns their head ids."""
         first = self.n
         total = count * nr
-        self._grow(first + total)
+        if first + total > len(self.mapcount):
+            self._grow(first + total)
         heads = np.arange(first, first + total, nr, dtype=np.int32)
         self.head[first:first + total].reshape(count, nr)[:] = heads[:, None]
         self.nr[first:first + total] = 1

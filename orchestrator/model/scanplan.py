@@ -68,6 +68,7 @@ class ScanPlan:
     tables: PageTables
     b0: int
     r0: int
+    n: int  # PMDs in the plan
     key: Key
     puds: frozenset[int] | None
     stamp: int  # Machine.changes when computed
@@ -78,10 +79,6 @@ class ScanPlan:
     exceed: dict[int, np.ndarray] = field(default_factory=dict)
     pos: int = 0  # the next PMD the cursor will scan
     seen: int = 0  # Machine.changes when the plan was last found valid
-
-    @property
-    def n(self) -> int:
-        return len(self.batch)
 
     @classmethod
     def build(cls, m: Machine, mm: Mm, b0: int, n: int, key: Key) -> ScanPlan:
@@ -94,7 +91,7 @@ class ScanPlan:
         idx = np.arange(n)
         ok = (batch.codes == C_SUCCEED) & (batch.unmapped == 0)
         puds = None if m.profile.empty_pmd_codes == "no_pte_table" else frozenset(mm.tables.puds)
-        plan = cls(mm, mm.tables, b0, r0, key, puds, m.changes, batch, cum,
+        plan = cls(mm, mm.tables, b0, r0, n, key, puds, m.changes, batch, cum,
                    _next_at_or_after(np.where(batch.codes == C_SUCCEED, idx, n)),
                    _next_at_or_after(np.where(ok, n, idx)), seen=m.changes)
         for code in EXCEED_COUNTER:
