@@ -196,10 +196,10 @@ class Khugepaged:
         old = self.plan
         if self.reuse_plans and old is not None and old.usable(m, mm, b0, key):
             return old
-        need = max(1, -(-rem // HPAGE_PMD_NR))
-        grow = self.reuse_plans and old is not None and old.pos == old.n
-        rows = min(n_left, max(need, min(2 * old.n, MAX_PLAN) if grow and old else 0))
-        self.plan = ScanPlan.build(m, mm, b0, rows, key)
+        rows = max(1, -(-rem // HPAGE_PMD_NR))  # the PMDs the budget reaches at 512 each
+        if self.reuse_plans and old is not None and old.pos == old.n:  # used up: grow
+            rows = max(rows, min(2 * old.n, MAX_PLAN))
+        self.plan = ScanPlan.build(m, mm, b0, min(n_left, rows), key)
         return self.plan
 
     def _collapse_run(self, mm: Mm, vma: Vma, plan: ScanPlan, i: int, n: int,
