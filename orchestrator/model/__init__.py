@@ -10,6 +10,7 @@ Reading order (each module mirrors kernel code named in its docstring):
   scan.py             hpage_collapse_scan_pmd
   collapse.py         collapse_huge_page
   khugepaged.py       registration, khugepaged_scan_mm_slot, khugepaged_do_scan, sleeping
+  scanplan.py         fast path: scan results kept across wakeups (proved equal by tests)
   madvise_collapse.py MADV_COLLAPSE
   simulate.py         workload steps, time, and the nondeterminism (schedules)
   predict.py          predict() -> Prediction; prediction.py: JSON/text forms

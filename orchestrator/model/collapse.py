@@ -32,7 +32,7 @@ from orchestrator.model.mm import (
     YOUNG,
     Mm,
 )
-from orchestrator.model.pages import NO_PAGE
+from orchestrator.model.pages import NO_PAGE, PageStore
 from orchestrator.model.results import Scan
 from orchestrator.model.scan import isolate_check
 
@@ -142,8 +142,10 @@ def install_huge_pmds(m: Machine, mm: Mm, r0: int, r1: int, writable: bool) -> N
     t, st = mm.tables, m.store
     k = r1 - r0
     pte, page = t.pte[r0:r1], t.page[r0:r1]
-    old = page[(pte & STATE_MASK) == PTE_PRESENT]
-    st.mapcount[old] -= 1  # map_ptes(old, -1): distinct pages
+    if not t.dirty[r0:r1].any() and int(t.n_present[r0:r1].sum()) == k * HPAGE_PMD_NR:
+        unmap_pages(st, page.ravel())  # fast path: the (fresh) row summaries say all present
+    else:
+        unmap_pages(st, page[(pte & STATE_MASK) == PTE_PRESENT])
     heads = st.alloc_folios(k, HPAGE_PMD_NR)
     st.entire[heads] = 1
     t.kind[r0:r1], t.folio[r0:r1] = PMD_THP, heads
@@ -151,6 +153,19 @@ def install_huge_pmds(m: Machine, mm: Mm, r0: int, r1: int, writable: bool) -> N
     pte[:] = 0
     page[:] = NO_PAGE
     m.mark_dirty(slice(r0, r1))
+
+
+def unmap_pages(st: PageStore, ids: np.ndarray) -> None:
+    """map_ptes(ids, -1) for distinct page ids. Fast path: distinct ids whose
+    minimum and maximum are len(ids) - 1 apart are exactly that range of ids (pages
+    touched in one go are allocated consecutively), so a slice does it."""
+    if len(ids) == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo + 1 == len(ids):
+        st.mapcount[lo:hi + 1] -= 1
+    else:
+        st.mapcount[ids] -= 1
 
 
 def batch_collapsible(m: Machine, mm: Mm) -> bool:

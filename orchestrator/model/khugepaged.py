@@ -21,11 +21,11 @@ from orchestrator.model.machine import PMD_BIT, PMD_ORDER, Machine
 from orchestrator.model.mm import HPAGE_PMD_NR, Mm, Vma, hstart_hend
 from orchestrator.model.mthp import mthp_collapse
 from orchestrator.model.results import CODE_OF, CODES, Scan
-from orchestrator.model.scan import C_SUCCEED, ScanBatch, count_exceed, scan_rows
+from orchestrator.model.scan import limits
+from orchestrator.model.scanplan import MAX_PLAN, ScanPlan
 
 log = logging.getLogger(__name__)
 
-MAX_LOOKAHEAD = 4096  # PMDs evaluated at most per chunk (speed only)
 JIFFY_MS = 4  # CONFIG_HZ=250 (Debian): msecs_to_jiffies() rounds up to 4 ms steps
 
 Block = tuple[Any, ...]  # what the thread waits for: ("sleep",) | ("list",) | ("alloc", t)
@@ -54,7 +54,8 @@ class Khugepaged:
         # collapse runs of PMDs in one scan_mm_slot() call (only from do_scan(), whose
         # loop would re-enter the mm after each collapse: same outcome, fewer calls)
         self.batching = False
-        self.lookahead = 0  # PMDs to evaluate in the next chunk beyond the budget's need
+        self.plan: ScanPlan | None = None  # scan results kept across wakeups (scanplan.py)
+        self.reuse_plans = True  # False: the reference path, a fresh scan at every call
         if m.pmd_enabled():  # hugepage_init() -> start_stop_khugepaged(); list empty
             self.gen = self._thread()
             self.block = ("list",)
@@ -129,7 +130,8 @@ class Khugepaged:
         (mm finished, progress, last result)."""
         m = self.m
         for vma in [v for v in mm.vmas if v.end > self.scan_address]:
-            if not m.collapse_orders(mm, vma):
+            orders = m.collapse_orders(mm, vma)
+            if not orders:
                 progress += 1  # skip: ineligible VMA
                 continue
             hstart, hend = hstart_hend(vma)
@@ -138,82 +140,86 @@ class Khugepaged:
                 continue
             self.scan_address = max(self.scan_address, hstart)
             while self.scan_address < hend:
-                done, progress, result = self._scan_pmds(mm, vma, hend, pages, progress,
-                                                         result)
+                done, progress, result = self._scan_pmds(mm, vma, orders, hend, pages,
+                                                         progress, result)
                 if done:  # mmap_lock dropped by a collapse attempt, or budget used
                     return False, progress, result
         return True, progress, result
 
-    def _scan_pmds(self, mm: Mm, vma: Vma, hend: int, pages: int, progress: int,
-                   result: Scan) -> tuple[bool, int, Scan]:
-        """The inner `while (khugepaged_scan.address < hend)` loop, vectorised: a
-        chunk of PMDs that fits the remaining budget is evaluated at once, up to the
-        first collapse attempt or the PMD after which the budget is used. A PMD costs
+    def _scan_pmds(self, mm: Mm, vma: Vma, orders: int, hend: int, pages: int,
+                   progress: int, result: Scan) -> tuple[bool, int, Scan]:
+        """The inner `while (khugepaged_scan.address < hend)` loop, vectorised: the
+        PMDs from the cursor are taken from a scan plan (scanplan.py) up to the first
+        collapse attempt or the PMD after which the budget is used. A PMD costs
         HPAGE_PMD_NR ("pmd" progress) or the PTEs examined, 1 without a PTE table
         ("pte" progress, 7.1+ collapse_scan_pmd l.1587). Returns (stop this mm visit,
-        progress, result); (False, ...) with PMDs left means "call again"."""
+        progress, result); (False, ...) with PMDs left means "call again". `orders`:
+        collapse_possible_orders() of `vma`, as the caller found them."""
         m = self.m
-        orders = m.collapse_orders(mm, vma)
-        fill = m.profile.mthp_collapse and orders != PMD_BIT
         b0 = self.scan_address // HPAGE_PMD_NR
         n_left = (hend - self.scan_address) // HPAGE_PMD_NR
-        rem = pages - progress
-        # enough rows if every PMD costs HPAGE_PMD_NR; with per-PTE progress, after a
-        # chunk of cheap PMDs, look further ahead (speed only: results past the budget
-        # are discarded, row summaries stay valid until a row changes)
-        n = min(n_left, max(1, -(-rem // HPAGE_PMD_NR), min(rem, self.lookahead)))
-        r0, r1 = m.blocks.rows(b0, b0 + n)
-        batch = scan_rows(m, mm, r0, r1, is_khugepaged=True, fill_bitmap=fill)
-        cost = batch.examined if m.profile.progress == "pte" else np.full(n, HPAGE_PMD_NR)
-        hits = np.flatnonzero(batch.codes == C_SUCCEED)
-        upto = int(hits[0]) if len(hits) else n
-        spent = progress + np.cumsum(cost[:upto])
-        over = np.flatnonzero(spent >= pages)
-        done = int(over[0]) + 1 if len(over) else upto  # PMDs consumed without a collapse
-        if done:
-            codes = batch.codes[:done]
-            count_exceed(m, codes)
-            self._log(mm, b0, codes, {k: v[:done] for k, v in batch.counts().items()})
-            result = CODES[int(codes[-1])]
-            self.scan_address += done * HPAGE_PMD_NR
-            progress = int(spent[done - 1])
-        self.lookahead = 0 if len(over) or upto < n else min(2 * n, MAX_LOOKAHEAD)
-        if len(over):
+        plan = self._plan(mm, b0, n_left, pages - progress, orders)
+        i = plan.pos
+        n = min(plan.n, i + n_left)  # this VMA's PMDs in the plan
+        hit = min(int(plan.next_hit[i]), n)  # the first collapse attempt
+        end = plan.budget_end(i, pages - progress)  # the budget is used after PMD end-1
+        done = min(end, hit)  # PMDs [i, done) are scanned without a collapse attempt
+        if done > i:
+            plan.count_exceed(m, i, done)
+            self._log(mm, plan, i, done)
+            result = CODES[int(plan.batch.codes[done - 1])]
+            self.scan_address += (done - i) * HPAGE_PMD_NR
+            progress += plan.spent(i, done)
+            plan.pos = done
+        if end <= hit:  # budget used
             return True, progress, result
-        if upto < n and self.batching and orders == PMD_BIT and batch_collapsible(m, mm):
-            return self._collapse_run(mm, vma, b0 + upto, r0 + upto, batch, upto, pages,
-                                      progress)
-        if upto < n:  # collapse_scan_pmd() -> collapse_huge_page(), lock dropped
-            result = self._collapse(mm, r0 + upto, orders, int(batch.unmapped[upto]))
-            self._log(mm, b0 + upto, np.array([CODE_OF[result]], np.int8),
-                      {k: v[upto:upto + 1] for k, v in batch.counts().items()})
-            if result is Scan.SUCCEED:  # collapse_single_pmd() l.2831
-                m.count("pages_collapsed")
-            self.scan_address += HPAGE_PMD_NR
-            progress += int(cost[upto])
-            return True, progress, result
-        return False, progress, result
+        if hit == n:  # no collapse attempt in this VMA's PMDs of the plan: call again
+            return False, progress, result
+        if self.batching and orders == PMD_BIT and batch_collapsible(m, mm):
+            return self._collapse_run(mm, vma, plan, hit, n, pages, progress)
+        # collapse_scan_pmd() -> collapse_huge_page(), lock dropped
+        result = self._collapse(mm, plan.r0 + hit, orders, int(plan.batch.unmapped[hit]))
+        self._log(mm, plan, hit, hit + 1, result)
+        if result is Scan.SUCCEED:  # collapse_single_pmd() l.2831
+            m.count("pages_collapsed")
+        self.scan_address += HPAGE_PMD_NR
+        plan.pos = hit + 1
+        return True, progress + plan.spent(hit, hit + 1), result
 
-    def _collapse_run(self, mm: Mm, vma: Vma, b: int, row: int, batch: ScanBatch, i: int,
+    def _plan(self, mm: Mm, b0: int, n_left: int, rem: int, orders: int) -> ScanPlan:
+        """The scan plan for the PMDs from block `b0`: the current one if it is still
+        valid (scanplan.py), else a new one for the PMDs the budget `rem` can reach
+        (at least one), or, when the previous plan was used up, twice its size."""
+        m = self.m
+        fill = m.profile.mthp_collapse and orders != PMD_BIT
+        key = (limits(m, True, fill), fill)
+        old = self.plan
+        if self.reuse_plans and old is not None and old.usable(m, mm, b0, key):
+            return old
+        rows = max(1, -(-rem // HPAGE_PMD_NR))  # the PMDs the budget reaches at 512 each
+        if self.reuse_plans and old is not None and old.pos == old.n:  # used up: grow
+            rows = max(rows, min(2 * old.n, MAX_PLAN))
+        self.plan = ScanPlan.build(m, mm, b0, min(n_left, rows), key)
+        return self.plan
+
+    def _collapse_run(self, mm: Mm, vma: Vma, plan: ScanPlan, i: int, n: int,
                       pages: int, progress: int) -> tuple[bool, int, Scan]:
-        """A run of PMDs from batch index `i` that all scanned SUCCEED with no swap
+        """A run of PMDs from plan index `i` that all scanned SUCCEED with no swap
         entry, collapsed at once. One by one, each collapse would return to
         khugepaged_do_scan() (progress >= budget ends the wakeup) and re-enter the
         mm (+1 progress, same cursor): the run stops where that budget check would."""
         m = self.m
-        ok = (batch.codes[i:] == C_SUCCEED) & (batch.unmapped[i:] == 0)
-        run = int(np.argmin(ok)) if not ok.all() else len(ok)
+        run = min(int(plan.run_end[i]), n) - i
+        row, b = plan.r0 + i, plan.b0 + i
         if run == 0:  # swap entries: the per-PMD path swaps them in
-            result = self._collapse(mm, row, PMD_BIT, int(batch.unmapped[i]))
-            self._log(mm, b, np.array([CODE_OF[result]], np.int8),
-                      {k: v[i:i + 1] for k, v in batch.counts().items()})
+            result = self._collapse(mm, row, PMD_BIT, int(plan.batch.unmapped[i]))
+            self._log(mm, plan, i, i + 1, result)
             m.count("pages_collapsed", result is Scan.SUCCEED)
             self.scan_address += HPAGE_PMD_NR
+            plan.pos = i + 1
             return True, progress + HPAGE_PMD_NR, result
         # after collapse j: progress + (j+1)*512 + j re-entries; stop once >= pages
-        spent = progress + np.arange(1, run + 1) * (HPAGE_PMD_NR + 1) - 1
-        over = np.flatnonzero(spent >= pages)
-        run = int(over[0]) + 1 if len(over) else run
+        run = min(run, max(1, -(-(pages - progress + 1) // (HPAGE_PMD_NR + 1))))
         install_huge_pmds(m, mm, row, row + run, vma.writable)
         m.alloc_attempts += run
         for name in ("thp_collapse_alloc", "pages_collapsed"):
@@ -221,10 +227,10 @@ class Khugepaged:
         m.count_mthp(PMD_ORDER, "collapse_alloc", run)
         for j in range(run if m.log_collapses else 0):
             m.log_collapse(mm, (b + j) * HPAGE_PMD_NR, PMD_ORDER, Scan.SUCCEED, "khugepaged")
-        self._log(mm, b, batch.codes[i:i + run], {k: v[i:i + run]
-                                                   for k, v in batch.counts().items()})
+        self._log(mm, plan, i, i + run)
         self.scan_address += run * HPAGE_PMD_NR
-        return True, int(spent[run - 1]), Scan.SUCCEED
+        plan.pos = i + run
+        return True, progress + run * (HPAGE_PMD_NR + 1) - 1, Scan.SUCCEED
 
     def _collapse(self, mm: Mm, row: int, orders: int, unmapped: int) -> Scan:
         """After a SUCCEED scan: mthp_collapse() (7.2) or collapse_huge_page()."""
@@ -233,10 +239,17 @@ class Khugepaged:
         return collapse_huge_page(self.m, mm, row, self.scan_address, unmapped,
                                   is_khugepaged=True)
 
-    def _log(self, mm: Mm, b0: int, codes: np.ndarray, counts: dict[str, np.ndarray]) -> None:
-        addr = (b0 + np.arange(len(codes))) * HPAGE_PMD_NR
+    def _log(self, mm: Mm, plan: ScanPlan, i: int, j: int, result: Scan | None = None) -> None:
+        """The mm_khugepaged_scan_pmd events of plan PMDs [i, j) (with `result`
+        instead of the scan's SUCCEED for a PMD whose collapse was attempted)."""
+        if not self.m.log.enabled:
+            return
+        codes = plan.batch.codes[i:j]
+        if result is not None:
+            codes = np.array([CODE_OF[result]], np.int8)
+        addr = (plan.b0 + np.arange(i, j)) * HPAGE_PMD_NR
         self.m.log.add(self.m.now_ms, self.m.counters["full_scans"] + 1, mm.name, "khugepaged",
-                       addr, codes, counts)
+                       addr, codes, {k: v[i:j] for k, v in plan.batch.counts().items()})
 
     # ------------------------------------------------------------ the thread
 

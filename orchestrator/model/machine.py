@@ -132,6 +132,7 @@ class Machine:
     now_ms: int = 0
     alloc_attempts: int = 0
     next_anon_vma: int = 1
+    changes: int = 0  # mark_dirty() calls so far (stamps PageTables.changed)
     # called with the machine after every full_scans increment (checkpoint snapshots)
     on_full_scan: Callable[[Machine], None] | None = None
     khugepaged: Any = None  # orchestrator.model.khugepaged.Khugepaged, set by it
@@ -169,9 +170,12 @@ class Machine:
         return mm
 
     def mark_dirty(self, rows: np.ndarray | slice | int) -> None:
-        """Row summaries changed in every mm (mapcounts are global)."""
+        """Row summaries changed in every mm (mapcounts are global); the rows are
+        stamped with a new change number (scan plans, scanplan.py)."""
+        self.changes += 1
         for mm in self.mms.values():
             mm.tables.dirty[rows] = True
+            mm.tables.changed[rows] = self.changes
 
     # ---------------------------------------------------------------- eligibility
 
@@ -200,7 +204,7 @@ class Machine:
         always, + madvise with VM_HUGEPAGE, + inherit when the global knob allows it.
         6.1 ("global" rule) has only the global knob and the PMD order."""
         sysfs = self.sysfs
-        key = (sysfs["enabled"], vma.hugepage, *(sysfs.get(k) for k in _SIZE_KEYS))
+        key = (sysfs["enabled"], vma.hugepage, *map(sysfs.get, _SIZE_KEYS))
         mask = self._orders_cache.get(key)
         if mask is None:
             mask = self._orders_cache[key] = self._sysfs_orders(vma.hugepage)

@@ -395,7 +395,7 @@ def mprotect(m: Machine, mm: Mm, start: int, end: int, writable: bool) -> bool:
                     split_huge_pmd(m, mm, row, v)
                 else:
                     excl = st.folio_mapcount(int(t.folio[row])) == 1
-                    t.pmd_bits[row] = (t.pmd_bits[row] & ~WRITE) | (
+                    t.pmd_bits[row] = (t.pmd_bits[row] & ~np.uint8(WRITE)) | (
                         WRITE if writable and excl else 0)
                     continue
             if t.kind[row] != PMD_TABLE:

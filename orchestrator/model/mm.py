@@ -94,6 +94,7 @@ class PageTables:
     n_young: np.ndarray
     n_present: np.ndarray
     any_write: np.ndarray
+    changed: np.ndarray  # Machine.changes when the row last changed (scanplan.py)
     puds: set[int] = field(default_factory=set)
 
     @classmethod
@@ -107,6 +108,7 @@ class PageTables:
             page=np.full((rows, HPAGE_PMD_NR), NO_PAGE, np.int32),
             dirty=np.ones(rows, np.bool_), n_none=z16(), n_swap=z16(), n_shared=z16(),
             n_young=z16(), n_present=z16(), any_write=np.zeros(rows, np.bool_),
+            changed=np.zeros(rows, np.int64),
         )
 
     def copy(self) -> PageTables:

@@ -35,10 +35,12 @@ class PageStore:
         cap = len(self.mapcount)
         if need <= cap:
             return
-        new = max(need, 2 * cap)
+        # twice the need: collapsing every mapped page once allocates as many new ids
+        # again, and calloc'd slots cost nothing until used (no copy mid-pass)
+        new = max(2 * need, 2 * cap)
         for name in ("mapcount", "head", "nr", "entire", "exclusive"):
             old = getattr(self, name)
-            arr = np.zeros(new, old.dtype) if name != "nr" else np.ones(new, old.dtype)
+            arr = np.zeros(new, old.dtype)  # calloc: untouched slots cost nothing
             arr[:cap] = old
             setattr(self, name, arr)
 
@@ -58,10 +60,12 @@ class PageStore:
         unmapped; returns their head ids."""
         first = self.n
         total = count * nr
-        self._grow(first + total)
+        if first + total > len(self.mapcount):
+            self._grow(first + total)
         heads = np.arange(first, first + total, nr, dtype=np.int32)
-        self.head[first:first + total] = np.repeat(heads, nr)
-        self.nr[heads] = nr  # new slots: nr 1, mapcounts 0 (ids are never reused)
+        self.head[first:first + total].reshape(count, nr)[:] = heads[:, None]
+        self.nr[first:first + total] = 1
+        self.nr[first:first + total:nr] = nr  # the heads (mapcounts 0: ids are never reused)
         self.exclusive[first:first + total] = True
         self.n += total
         self.any_large = True
