@@ -57,6 +57,16 @@ def test_recorded_anon_default_all_pass() -> None:
     assert {c.order for c in run.cases} == {0}
 
 
+def test_recorded_61_anon_all_pass() -> None:
+    """6.1.176 (selftests/vm/, no context:mem argument): 26 cases, every one passed."""
+    run = parse_selftest(raw("6.1.176-tcg-anon.txt"), 0, ["./khugepaged"])
+    assert (run.form, run.status) == ("legacy", "pass")
+    assert len(run.cases) == 26 and all(c.status == "pass" for c in run.cases)
+    assert {(c.context, c.mem_type) for c in run.cases if c.context} == {
+        ("khugepaged", "anon"), ("madvise", "anon")}
+    assert run.unparsed == []
+
+
 def test_recorded_anon_s2_carries_order() -> None:
     run = parse_selftest(raw("6.12.117-tcg-anon-s2.txt"), 0, ["./khugepaged", "-s", "2"])
     assert run.status == "pass"
