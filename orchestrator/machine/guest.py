@@ -256,7 +256,7 @@ class SshShell:
             transport = self._require().get_transport()
             if transport is None or not transport.is_active():
                 raise GuestError(f"SSH connection lost before {what}")
-            chan = transport.open_session(timeout=min(timeout, 15.0))
+            chan = _open_session(transport, min(timeout, 15.0), what)
             chan.exec_command(framed(cmd))
             return _collect(chan, cmd, timeout)
         raise AssertionError("unreachable")  # pragma: no cover  (for mypy)
@@ -279,6 +279,25 @@ class SshShell:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+def _open_session(transport: paramiko.Transport, timeout: float, what: str) -> paramiko.Channel:
+    """A session channel. sshd refuses one while MaxSessions (10) of this connection's
+    sessions are open on its side, which, with parallel commands, includes ones whose
+    close it has not processed yet: a refusal on a live connection is retried until
+    `timeout` (the command was not started); a connection lost is not."""
+    end = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        try:
+            return transport.open_session(timeout=max(0.1, end - time.monotonic()))
+        except paramiko.ChannelException as e:
+            if not transport.is_active() or time.monotonic() + pause > end:
+                raise GuestError(f"sshd refused a session channel for {timeout:.0f} s "
+                                 f"before {what}: {e.text} (code {e.code})") from e
+            log.debug("sshd refused a session channel (%s); retrying", e.text)
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)
 
 
 def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:

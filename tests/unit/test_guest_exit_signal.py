@@ -1,7 +1,7 @@
 """`exit-signal` over a real paramiko transport (an in-process SSH server on a
 socket pair): sshd's report of a session whose sh was killed becomes the exit
-status 128+N, an unnamed one is still named, and a channel closed without any
-status stays a lost guest."""
+status 128+N, an unnamed one is still named, a channel closed without any
+status stays a lost guest, and a session sshd refuses (MaxSessions) is retried."""
 
 from __future__ import annotations
 
@@ -21,15 +21,19 @@ class Server(paramiko.ServerInterface):
     def __init__(self) -> None:
         self.command = b""
         self.exec_seen = threading.Event()
+        self.refuse = 0  # session opens to refuse first, as sshd past MaxSessions
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if self.refuse:
+            self.refuse -= 1
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        return paramiko.OPEN_SUCCEEDED
 
     def check_auth_none(self, username: str) -> int:
         return paramiko.AUTH_SUCCESSFUL
 
     def get_allowed_auths(self, username: str) -> str:
         return "none"
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.command = command
@@ -133,3 +137,14 @@ def test_closed_without_status_or_signal_is_a_lost_guest(pair) -> None:  # type:
     with pytest.raises(GuestError, match="connection lost") as info:
         run(pair, serve)
     assert info.value.detail == "half"
+
+
+def test_a_refused_session_is_retried_on_a_live_connection(pair) -> None:  # type: ignore[no-untyped-def]
+    client_t, server_t, srv = pair
+    srv.refuse = 3
+    chan = guest._open_session(client_t, 10, "running 'x'")
+    assert srv.refuse == 0 and not chan.closed
+    srv.refuse = 1000
+    with pytest.raises(GuestError, match=r"sshd refused a session channel for 1 s before "
+                                         r"running 'x': Connect failed \(code 2\)"):
+        guest._open_session(client_t, 1, "running 'x'")
