@@ -167,13 +167,15 @@ def run(
     on_line: Callable[[str], None] | None = None,
     keep_output: bool = True,
     error: type[ThpvmError] = InfraError,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run a command to completion and return its `Result`.
 
     Output (stdout and stderr merged) is streamed to `log_path` (appended) and
     to `on_line`; it is kept in `Result.output` unless `keep_output` is false,
     and its last 50 lines always in `Result.tail`. On a non-zero exit with
-    `check`, or on timeout, raises `error` with the tail as detail.
+    `check`, or on timeout, raises `error` with the tail as detail. `pass_fds`
+    stay open in the child (every other descriptor is closed).
     """
     args = [os.fspath(a) for a in argv]
     limit = _limit(timeout, deadline)
@@ -183,7 +185,7 @@ def run(
         popen = subprocess.Popen(
             args, cwd=cwd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent(),
+            start_new_session=True, preexec_fn=_die_with_parent(), pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as e:
         raise error(f"command not found: {args[0]} (run 'make setup')") from e

@@ -38,12 +38,12 @@ SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null"]
 
 def git(repo: Path, *args: str, check: bool = True, error: type[ThpvmError] = InfraError,
         env: Mapping[str, str] | None = None, log_path: Path | None = None,
-        timeout: float | None = 600.0) -> proc.Result:
+        timeout: float | None = 600.0, pass_fds: tuple[int, ...] = ()) -> proc.Result:
     """Run `git -C repo ARGS...` (no pager, no prompts) and return its Result."""
     full_env = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"}
     full_env.update(env or {})
     return proc.run(["git", *SAFE_CONFIG, "-C", str(repo), *args], env=full_env, check=check,
-                    error=error, log_path=log_path, timeout=timeout)
+                    error=error, log_path=log_path, timeout=timeout, pass_fds=pass_fds)
 
 
 def out(repo: Path, *args: str) -> str:

@@ -15,6 +15,10 @@ It appends one JSON line per commit to the step log (``--step-log`` or
 ``$THPVM_BISECT_LOG``): revision, decision, every run's outcome, verdict and
 duration. `thpvm bisect` (module `bisect`) sets that up; the step is also
 meant for direct use: ``git bisect run thpvm bisect-step --suite selftest``.
+
+Under `thpvm bisect` the step dies with it, however it dies (``$THPVM_BISECT_LIFELINE``,
+`lifeline`/`watch_lifeline`): the step is not thpvm's child but git's (or a shell's
+under git), so PR_SET_PDEATHSIG, which names the parent thread, cannot reach it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import stat
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,50 @@ from orchestrator.jobs.vmtest import VmTestRequest
 log = logging.getLogger(__name__)
 
 STEP_LOG_ENV = "THPVM_BISECT_LOG"
+LIFELINE_ENV = "THPVM_BISECT_LIFELINE"
+
+
+@contextmanager
+def lifeline() -> Iterator[dict[str, str]]:
+    """A pipe whose write end only this process holds (not inherited), for the
+    block: yields the environment naming its read end, which the caller passes to
+    the child (`pass_fds`). Every holder of the read end sees EOF as soon as this
+    process is gone, however it died (the kernel closes a SIGKILLed process's files)."""
+    r, w = os.pipe()  # both close-on-exec: no other child holds the write end
+    try:
+        yield {LIFELINE_ENV: str(r)}
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def watch_lifeline() -> bool:
+    """If `$THPVM_BISECT_LIFELINE` names a pipe, SIGKILL this process at its EOF (the
+    `thpvm bisect` that started the step died): its QEMU and build children follow by
+    their PR_SET_PDEATHSIG. True if watching. An EOF already there kills at once."""
+    raw = os.environ.get(LIFELINE_ENV)
+    if not raw:
+        return False
+    try:
+        fd = int(raw)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise OSError(f"descriptor {fd} is not a pipe")
+    except (ValueError, OSError) as e:
+        log.warning("ignoring $%s=%r: %s", LIFELINE_ENV, raw, e)
+        return False
+    os.set_inheritable(fd, False)  # the step's own children need not hold it
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 512):  # nobody writes: returns only at EOF
+                pass
+        except OSError as e:
+            log.warning("lifeline %d unreadable (%s): not watching", fd, e)
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="bisect-lifeline", daemon=True).start()
+    return True
 
 
 @dataclass
@@ -51,6 +104,7 @@ class StepOptions:
 
 def run_step(opts: StepOptions, tester: trials.Tester | None = None) -> int:
     """Judge the commit checked out in `opts.tree`; log it; return 0, 1, 125 or 128."""
+    watch_lifeline()
     start = time.monotonic()
     entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "tree": None,
                              "rev": None, "subject": None}

@@ -8,6 +8,11 @@ bisect-step` (module `bisect_step`) there, which appends a JSON line per commit
 to ``steps.jsonl`` in the bisect's run directory. The run directory ends with
 ``bisect.json`` (the full record), ``report.txt``, ``bisect.log`` (git's
 output) and ``git-bisect-log.txt`` (``git bisect log``, replayable).
+
+A SIGKILLed `thpvm bisect` takes the whole tree along: `git bisect run` gets
+PR_SET_PDEATHSIG (`proc.py`), and the step, git's grandchild, watches a
+lifeline pipe whose only writer is this process (`bisect_step.lifeline`) and
+SIGKILLs itself at EOF, so its QEMU and builds die by their own PDEATHSIG.
 """
 
 from __future__ import annotations
@@ -143,9 +148,11 @@ def _bisect_in(scratch: Path, good: str, bad: str, argv: list[str], run_dir: Pat
     try:
         start = gitrepo.git(scratch, "bisect", "start", bad, good, "--", log_path=glog,
                             timeout=3600)
-        env = {bisect_step.STEP_LOG_ENV: str(run_dir / "steps.jsonl")}
-        run = gitrepo.git(scratch, "bisect", "run", *argv, check=False, env=env,
-                          log_path=glog, timeout=None)
+        with bisect_step.lifeline() as lifeline_env:
+            env = {bisect_step.STEP_LOG_ENV: str(run_dir / "steps.jsonl"), **lifeline_env}
+            run = gitrepo.git(scratch, "bisect", "run", *argv, check=False, env=env,
+                              log_path=glog, timeout=None,
+                              pass_fds=(int(lifeline_env[bisect_step.LIFELINE_ENV]),))
         replay = gitrepo.git(scratch, "bisect", "log", check=False)
         (run_dir / "git-bisect-log.txt").write_text(replay.output)
         return start.output + run.output

@@ -6,9 +6,12 @@ waits (channel open, exec request, SFTP replies) have none that hold against a
 frozen peer, so a watchdog closes the whole connection when an operation
 overruns, and the operation raises `GuestTimeout`. A command is read to EOF on
 stdout and stderr (not only to its exit status: sshd may send the status before
-the last output), and it runs in a child shell, so a command killed by a signal
-still ends with an exit status (128+N, as the shell reports it) and is named
-(`CommandResult.signal`). No exit status at all means the channel was lost.
+the last output). The session shell replaces itself with `sh -c`, whose
+command line ends in `exit $?`, so a command killed by a signal is sh's child
+and ends with an exit status (128+N, as the shell reports it) and is named
+(`CommandResult.signal`); if sh itself is killed (`kill -SEGV $$`), sshd sends
+`exit-signal` instead, which paramiko drops and `_track_exit_signals` records.
+No exit status and no exit signal means the channel was lost.
 
 When the guest stops answering, `machine/health.py` (the one crash authority)
 decides whether the kernel died or the connection did; the serial console's
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 from orchestrator.errors import GuestError, GuestTimeout
 
@@ -48,6 +52,7 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
+    killed_by: str | None = None  # a signal sshd named (exit-signal) that has no number here
 
     @property
     def ok(self) -> bool:
@@ -55,7 +60,7 @@ class CommandResult:
 
     @property
     def signal(self) -> str | None:
-        return signal_name(self.exit_code)
+        return self.killed_by or signal_name(self.exit_code)
 
     def describe(self) -> str:
         """'exit status 3' or 'killed by SIGSEGV (exit status 139)'."""
@@ -93,10 +98,47 @@ class GuestShell(Protocol):
 
 
 def framed(cmd: str) -> str:
-    """The command line sent to sshd: `cmd` in a child sh, the session shell exiting
-    with its status. The session shell itself is never the one a signal kills, so an
-    exit status always arrives (128+N for a signal), even for `kill -SEGV $$`."""
-    return f"sh -c {shlex.quote(cmd)}; exit $?"
+    """The command line sent to sshd, whose session shell (root's login shell, bash)
+    runs it: bash replaces itself with sh (no fork: under TCG a fork and exec of
+    bash costs ~120 ms, a third of a trivial command's guest time), and sh runs `cmd`
+    followed by `exit $?` on a line of its own, so the last command of `cmd` is still
+    sh's child (sh execs a last simple command in place), and its death by any signal
+    is an exit status 128+N. Only a signal to sh itself (`kill -SEGV $$`) ends the
+    session by a signal: sshd reports it as `exit-signal` (`_track_exit_signals`)."""
+    return f"exec sh -c {shlex.quote(cmd + chr(10) + 'exit $?')}"
+
+
+def exit_signal_status(name: str) -> tuple[int, str | None]:
+    """The exit status 128+N for the signal sshd names in an `exit-signal` request
+    ("SEGV"; OpenSSH names the POSIX ones, others as "SIG@openssh.com"), and the
+    name to report when there is no number for it."""
+    try:
+        return 128 + signals.Signals[f"SIG{name}"].value, None
+    except KeyError:
+        return 128, f"a signal sshd calls {name!r}"
+
+
+def _track_exit_signals(transport: paramiko.Transport) -> None:
+    """Make this transport's channels record `exit-signal` as their exit status
+    (128+N): paramiko only knows `exit-status` and drops the request, which would
+    make a command whose sh was killed look like a lost channel. Per transport:
+    the request handler table is a class attribute that an instance may shadow."""
+    table = dict(type(transport)._channel_handler_table)  # type: ignore[attr-defined]
+    original = table[MSG_CHANNEL_REQUEST]
+
+    def request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+        start = m.packet.tell()
+        if m.get_text() == "exit-signal":
+            m.get_boolean()  # want_reply
+            code, unnamed = exit_signal_status(m.get_text())
+            chan.killed_by = unnamed  # type: ignore[attr-defined]
+            chan.exit_status = code
+            chan.status_event.set()
+        m.packet.seek(start)
+        original(chan, m)  # replies if asked, and ignores what it does not know
+
+    table[MSG_CHANNEL_REQUEST] = request
+    transport._channel_handler_table = table  # type: ignore[attr-defined]
 
 
 def quiet_paramiko() -> None:
@@ -155,6 +197,7 @@ class SshShell:
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(5)
+        _track_exit_signals(transport)
         return client
 
     def _require(self) -> paramiko.SSHClient:
@@ -213,7 +256,7 @@ class SshShell:
             transport = self._require().get_transport()
             if transport is None or not transport.is_active():
                 raise GuestError(f"SSH connection lost before {what}")
-            chan = transport.open_session(timeout=min(timeout, 15.0))
+            chan = _open_session(transport, min(timeout, 15.0), what)
             chan.exec_command(framed(cmd))
             return _collect(chan, cmd, timeout)
         raise AssertionError("unreachable")  # pragma: no cover  (for mypy)
@@ -238,6 +281,25 @@ class SshShell:
             self.client = None
 
 
+def _open_session(transport: paramiko.Transport, timeout: float, what: str) -> paramiko.Channel:
+    """A session channel. sshd refuses one while MaxSessions (10) of this connection's
+    sessions are open on its side, which, with parallel commands, includes ones whose
+    close it has not processed yet: a refusal on a live connection is retried until
+    `timeout` (the command was not started); a connection lost is not."""
+    end = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        try:
+            return transport.open_session(timeout=max(0.1, end - time.monotonic()))
+        except paramiko.ChannelException as e:
+            if not transport.is_active() or time.monotonic() + pause > end:
+                raise GuestError(f"sshd refused a session channel for {timeout:.0f} s "
+                                 f"before {what}: {e.text} (code {e.code})") from e
+            log.debug("sshd refused a session channel (%s); retrying", e.text)
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)
+
+
 def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
     """Read stdout and stderr to EOF, then the exit status."""
     out: list[bytes] = []
@@ -255,10 +317,11 @@ def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
     finally:
         chan.close()
     code = chan.exit_status
-    if code == -1:  # the channel closed without an exit status: the guest went away
+    if code == -1:  # closed without an exit status or signal: the guest went away
         raise GuestError(f"guest connection lost while running {cmd[:120]!r}", _tail(out))
     return CommandResult(code, b"".join(out).decode(errors="replace"),
-                         b"".join(err).decode(errors="replace"))
+                         b"".join(err).decode(errors="replace"),
+                         getattr(chan, "killed_by", None))
 
 
 def _await_status(chan: paramiko.Channel, until: float, cmd: str) -> None:

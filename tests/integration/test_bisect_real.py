@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import qemu_procs
 
 from orchestrator import cli, proc
 from orchestrator.build import git as gitrepo
@@ -197,3 +202,68 @@ def test_patch_that_does_not_apply_is_a_user_error(history: History,
     err = capsys.readouterr().err
     assert code == 2
     assert str(BREAK_PATCH) in err and "mm/khugepaged.c" in err
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead step waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def _steps_of(tag: str) -> set[int]:
+    """`thpvm bisect-step` processes carrying the test's tag in their environment."""
+    needle = f"{qemu_procs.TAG_VAR}={tag}".encode()
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if b"bisect-step" in (p / "cmdline").read_bytes() and \
+                    needle in (p / "environ").read_bytes().split(b"\0"):
+                found.add(int(p.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigkilled_bisect_takes_the_nested_step_and_its_qemu_along(history: History,
+                                                                    tmp_path: Path) -> None:
+    """Issue 15: `thpvm bisect` SIGKILLed while a step's guest runs. The step is git's
+    child, its QEMU the step's: both must die within seconds, not when the step ends."""
+    tag = qemu_procs.new_tag()
+    before = qemu_procs.qemu_pids()
+    env = {**os.environ, qemu_procs.TAG_VAR: tag}
+    out = tmp_path / "bisect"
+    child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bisect", "--tree",
+                              str(history.repo), "--good", history.commits["G"], "--bad", "main",
+                              "--suite", SUITE, "--accel", "tcg", "--out", str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 1800
+        while not (qemu_procs.qemu_pids(tag) - before):
+            assert child.poll() is None, (out / "bisect.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no step booted a guest within 30 min"
+            time.sleep(0.5)
+        time.sleep(2)  # the guest is booting: the step is in the middle of its run
+        steps = _steps_of(tag)
+        assert steps, "no bisect-step process under thpvm bisect"
+        child.kill()
+        killed = time.monotonic()
+        child.wait()
+        left = qemu_procs.wait_gone(tag, before, 30)
+        qemu_s = time.monotonic() - killed
+        while any(_running(p) for p in steps) and time.monotonic() - killed < 30:
+            time.sleep(0.05)
+        step_s = time.monotonic() - killed
+        print(f"SIGKILLed bisect: step gone after {step_s:.2f} s, its QEMU after {qemu_s:.2f} s")
+        assert not left, f"QEMU outlived a SIGKILLed thpvm bisect: {left}"
+        assert not [p for p in steps if _running(p)], "the step outlived it"
+        assert max(step_s, qemu_s) < 10.0  # ~2 s on a loaded host
+    finally:
+        child.kill()
+        qemu_procs.kill_all(qemu_procs.qemu_pids(tag) - before)
+        for pid in _steps_of(tag):
+            os.kill(pid, 9)

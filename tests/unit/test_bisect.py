@@ -7,8 +7,11 @@ reads the file `value` of the commit under test.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,3 +427,81 @@ def test_bisect_arguments_make_a_request(tmp_path: Path) -> None:
 def test_step_with_a_boot_failure_is_skipped(tmp_path: Path) -> None:
     make_repo(tmp_path / "r", 1)
     assert step_main(["--tree", str(tmp_path / "r")], fake_tester(BootError("no"))) == 125
+
+
+HANGING_STEP = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from orchestrator import cli, proc
+from orchestrator.jobs import bisect_step
+
+def tester(req):  # a step that boots a "QEMU" (a PDEATHSIG child, as proc.spawn makes it)
+    child = proc.spawn(["sleep", "600"])
+    with open({pids!r} + ".tmp", "w") as f:
+        f.write(f"{{os.getpid()}} {{child.pid}}")
+    os.rename({pids!r} + ".tmp", {pids!r})
+    time.sleep(600)
+
+sys.exit(bisect_step.run_step(cli.step_options(
+    cli.build_parser().parse_args(["bisect-step", *sys.argv[1:]])), tester))
+"""
+
+TOP = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from orchestrator.jobs import bisection
+req = bisection.BisectRequest(tree=Path({repo!r}), good={good!r}, bad="main", out=Path({out!r}))
+bisection.run_bisect(req, step_prefix=[sys.executable, {step!r}])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def test_sigkilled_bisect_takes_the_nested_step_and_its_qemu_along(tmp_path: Path) -> None:
+    """Issue 15: SIGKILL of `thpvm bisect` while `git bisect run` runs a step (git's
+    child, not thpvm's) that runs a PDEATHSIG child: the whole tree is gone within
+    seconds, not when the step ends. Real processes: python -> git -> step -> sleep."""
+    repo = tmp_path / "r"
+    shas = make_repo(repo, 4)
+    root = str(Path(__file__).resolve().parents[2])
+    pids_file = tmp_path / "pids"
+    step = tmp_path / "step.py"
+    step.write_text(HANGING_STEP.format(root=root, pids=str(pids_file)))
+    top_py = tmp_path / "top.py"
+    top_py.write_text(TOP.format(root=root, repo=str(repo), good=shas[0],
+                                 out=str(tmp_path / "run"), step=str(step)))
+    top = subprocess.Popen([sys.executable, str(top_py)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not pids_file.exists():
+            assert top.poll() is None, "thpvm bisect ended before its step started"
+            assert time.monotonic() < deadline, "no step within 120 s"
+            time.sleep(0.05)
+        step_pid, qemu_pid = map(int, pids_file.read_text().split())
+        assert _alive(step_pid) and _alive(qemu_pid)
+        top.kill()
+        killed = time.monotonic()
+        top.wait()
+        while (_alive(step_pid) or _alive(qemu_pid)) and time.monotonic() - killed < 30:
+            time.sleep(0.02)
+        took = time.monotonic() - killed
+        print(f"step and its child gone {took:.2f} s after SIGKILL of thpvm bisect")
+        assert not _alive(step_pid), "the nested bisect-step outlived a SIGKILLed thpvm bisect"
+        assert not _alive(qemu_pid), "the step's PDEATHSIG child outlived it"
+        assert took < 5.0  # ~0.1 s idle; generous for a loaded host
+    finally:
+        top.kill()
+        for pid in (int(p) for p in (pids_file.read_text().split()
+                                     if pids_file.exists() else [])):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
