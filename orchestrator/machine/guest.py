@@ -6,12 +6,9 @@ waits (channel open, exec request, SFTP replies) have none that hold against a
 frozen peer, so a watchdog closes the whole connection when an operation
 overruns, and the operation raises `GuestTimeout`. A command is read to EOF on
 stdout and stderr (not only to its exit status: sshd may send the status before
-the last output). The session shell replaces itself with `sh -c`, whose
-command line ends in `exit $?`, so a command killed by a signal is sh's child
-and ends with an exit status (128+N, as the shell reports it) and is named
-(`CommandResult.signal`); if sh itself is killed (`kill -SEGV $$`), sshd sends
-`exit-signal` instead, which paramiko drops and `_track_exit_signals` records.
-No exit status and no exit signal means the channel was lost.
+the last output), and it runs in a child shell, so a command killed by a signal
+still ends with an exit status (128+N, as the shell reports it) and is named
+(`CommandResult.signal`). No exit status at all means the channel was lost.
 
 When the guest stops answering, `machine/health.py` (the one crash authority)
 decides whether the kernel died or the connection did; the serial console's
@@ -33,7 +30,6 @@ from pathlib import Path
 from typing import Protocol
 
 import paramiko
-from paramiko.common import MSG_CHANNEL_REQUEST
 
 from orchestrator.errors import GuestError, GuestTimeout
 
@@ -52,7 +48,6 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
-    killed_by: str | None = None  # a signal sshd named (exit-signal) that has no number here
 
     @property
     def ok(self) -> bool:
@@ -60,7 +55,7 @@ class CommandResult:
 
     @property
     def signal(self) -> str | None:
-        return self.killed_by or signal_name(self.exit_code)
+        return signal_name(self.exit_code)
 
     def describe(self) -> str:
         """'exit status 3' or 'killed by SIGSEGV (exit status 139)'."""
@@ -98,47 +93,10 @@ class GuestShell(Protocol):
 
 
 def framed(cmd: str) -> str:
-    """The command line sent to sshd, whose session shell (root's login shell, bash)
-    runs it: bash replaces itself with sh (no fork: under TCG a fork and exec of
-    bash costs ~120 ms, a third of a trivial command's guest time), and sh runs `cmd`
-    followed by `exit $?` on a line of its own, so the last command of `cmd` is still
-    sh's child (sh execs a last simple command in place), and its death by any signal
-    is an exit status 128+N. Only a signal to sh itself (`kill -SEGV $$`) ends the
-    session by a signal: sshd reports it as `exit-signal` (`_track_exit_signals`)."""
-    return f"exec sh -c {shlex.quote(cmd + chr(10) + 'exit $?')}"
-
-
-def exit_signal_status(name: str) -> tuple[int, str | None]:
-    """The exit status 128+N for the signal sshd names in an `exit-signal` request
-    ("SEGV"; OpenSSH names the POSIX ones, others as "SIG@openssh.com"), and the
-    name to report when there is no number for it."""
-    try:
-        return 128 + signals.Signals[f"SIG{name}"].value, None
-    except KeyError:
-        return 128, f"a signal sshd calls {name!r}"
-
-
-def _track_exit_signals(transport: paramiko.Transport) -> None:
-    """Make this transport's channels record `exit-signal` as their exit status
-    (128+N): paramiko only knows `exit-status` and drops the request, which would
-    make a command whose sh was killed look like a lost channel. Per transport:
-    the request handler table is a class attribute that an instance may shadow."""
-    table = dict(type(transport)._channel_handler_table)  # type: ignore[attr-defined]
-    original = table[MSG_CHANNEL_REQUEST]
-
-    def request(chan: paramiko.Channel, m: paramiko.Message) -> None:
-        start = m.packet.tell()
-        if m.get_text() == "exit-signal":
-            m.get_boolean()  # want_reply
-            code, unnamed = exit_signal_status(m.get_text())
-            chan.killed_by = unnamed  # type: ignore[attr-defined]
-            chan.exit_status = code
-            chan.status_event.set()
-        m.packet.seek(start)
-        original(chan, m)  # replies if asked, and ignores what it does not know
-
-    table[MSG_CHANNEL_REQUEST] = request
-    transport._channel_handler_table = table  # type: ignore[attr-defined]
+    """The command line sent to sshd: `cmd` in a child sh, the session shell exiting
+    with its status. The session shell itself is never the one a signal kills, so an
+    exit status always arrives (128+N for a signal), even for `kill -SEGV $$`."""
+    return f"sh -c {shlex.quote(cmd)}; exit $?"
 
 
 def quiet_paramiko() -> None:
@@ -197,7 +155,6 @@ class SshShell:
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(5)
-        _track_exit_signals(transport)
         return client
 
     def _require(self) -> paramiko.SSHClient:
@@ -317,11 +274,10 @@ def _collect(chan: paramiko.Channel, cmd: str, timeout: float) -> CommandResult:
     finally:
         chan.close()
     code = chan.exit_status
-    if code == -1:  # closed without an exit status or signal: the guest went away
+    if code == -1:  # the channel closed without an exit status: the guest went away
         raise GuestError(f"guest connection lost while running {cmd[:120]!r}", _tail(out))
     return CommandResult(code, b"".join(out).decode(errors="replace"),
-                         b"".join(err).decode(errors="replace"),
-                         getattr(chan, "killed_by", None))
+                         b"".join(err).decode(errors="replace"))
 
 
 def _await_status(chan: paramiko.Channel, until: float, cmd: str) -> None:
