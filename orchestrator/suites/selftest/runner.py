@@ -50,16 +50,18 @@ class Interface:
 @dataclass(frozen=True)
 class KnownRace:
     """A race in the selftest itself (not the kernel), documented in the matrix file:
-    when an invocation's only failed case is one of `cases` in `context`, and the output
-    has `message`, the invocation is run again, up to `attempts` times in all."""
+    when an invocation's only failed case is one of `cases` in `context` (any context
+    for "*"), the output has `message` and the case's failed step starts with `step`,
+    the invocation is run again, up to `attempts` times in all."""
 
     id: str
     cases: frozenset[str]
     context: str
-    message: str
+    message: str  # in the output ("" = any), or
     attempts: int
     why: str
     needs: tuple[str, ...] = ()
+    step: str = ""  # the failed step's message starts with this ("" = any)
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,8 @@ def load_matrix(path: Path = MATRIX_FILE) -> list[Invocation]:
     try:
         data = tomllib.loads(path.read_text())
         races = tuple(KnownRace(str(r["id"]), frozenset(r["cases"]), str(r["context"]),
-                                str(r["message"]), int(r["attempts"]), str(r["why"]),
-                                tuple(r.get("needs", ())))
+                                str(r.get("message", "")), int(r["attempts"]), str(r["why"]),
+                                tuple(r.get("needs", ())), str(r.get("step", "")))
                       for r in data.get("known_race", []))
         return [Invocation(str(i["id"]), tuple(i.get("args", ())), tuple(i.get("needs", ())),
                            races) for i in data["invocation"]]
@@ -186,9 +188,11 @@ def known_race(inv: Invocation, parsed: SelftestRun, output: str) -> KnownRace |
     if parsed.status != "fail" or len(failed) != 1:
         return None
     case = failed[0]
+    failed_steps = [s.message for s in case.steps if s.outcome != "ok"]
     for race in inv.races:
-        if case.name in race.cases and case.context == race.context \
-                and race.message in output:
+        if case.name in race.cases and race.context in ("*", case.context) \
+                and race.message in output \
+                and (not race.step or any(m.startswith(race.step) for m in failed_steps)):
             return race
     return None
 
