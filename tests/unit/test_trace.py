@@ -350,3 +350,19 @@ def test_format_dump_command_runs_on_a_directory(tmp_path: Path) -> None:
     empty = subprocess.run(["sh", "-c", t.format_dump_command(str(tmp_path / "none"))],
                            check=True, capture_output=True, text=True).stdout
     assert empty == ""
+
+
+def test_the_boot_line_enables_every_event_the_driver_records() -> None:
+    """The driver (thpwork.c) enables its events if they are off; booted with
+    trace.BOOT_PARAMS they are all on already, so no tracepoint is patched at run time."""
+    import re
+
+    from orchestrator.suites.workloads import trace as t
+    src = (Path(t.__file__).parent / "thpwork.c").read_text()
+    (array,) = re.findall(r"trace_events\[\] = \{(.*?)\};", src, re.S)
+    driver = set(re.findall(r'"(mm_\w+)"', array))
+    assert driver == set(t.EVENTS)
+    key, _, value = t.BOOT_PARAMS.partition("=")
+    assert key == "trace_event" and " " not in value
+    assert {item.partition(":") for item in value.split(",")} == \
+        {("huge_memory", ":", e) for e in driver}
