@@ -48,6 +48,8 @@ def test_job_shape(tmp_path: Path) -> None:
     deploy, boot, test = (next(iter(a.values())) for a in d["actions"])
     assert deploy["to"] == "tmpfs" and set(deploy["images"]) == {"kernel", "rootfs", "tools"}
     assert "-kernel {kernel}" in deploy["images"]["kernel"]["image_arg"]
+    assert "trace_event=huge_memory:mm_khugepaged_scan_pmd," in \
+        deploy["images"]["kernel"]["image_arg"]  # no tracepoint patched at run time
     assert boot["method"] == "qemu" and boot["prompts"] == ["# "]
     names = [t["name"] for t in test["definitions"]]
     assert names == ["thpvm-selftest", "thpvm-workloads"]
