@@ -29,9 +29,11 @@ IDENTITY = {
     "GIT_AUTHOR_NAME": "thpvm", "GIT_AUTHOR_EMAIL": "thpvm@localhost",
     "GIT_COMMITTER_NAME": "thpvm", "GIT_COMMITTER_EMAIL": "thpvm@localhost",
 }
-# The kernel build's object directory inside trees thpvm owns (scratch clones, worktrees,
-# patched copies): kept by every checkout/clean so the next build stays incremental.
+# The kernel build's object directories inside trees thpvm owns (scratch clones, worktrees,
+# patched copies), one per build variant (`.thpvm-obj-<variant>`, see build/kernel.py):
+# kept by every checkout/clean so the next build stays incremental.
 OWNED_OBJ = ".thpvm-obj"
+OWNED_OBJ_PATTERN = f"/{OWNED_OBJ}*"  # for `git clean -e`: every variant's directory
 # The user's global git config must not break thpvm's own commits (signing, hooks).
 SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null"]
 
@@ -190,10 +192,10 @@ def checkout(scratch: Path, rev: str) -> None:
 
     Files git ignores are removed too (`clean -x`: `make O=` refuses a source
     tree with build products in it), except the kernel build's own object
-    directory (`OWNED_OBJ`), which keeps the next build incremental.
+    directories (`OWNED_OBJ*`), which keep the next build incremental.
     """
     git(scratch, "checkout", "--quiet", "--force", "--detach", rev)
-    git(scratch, "clean", "-q", "-f", "-d", "-x", "-e", f"/{OWNED_OBJ}")
+    git(scratch, "clean", "-q", "-f", "-d", "-x", "-e", OWNED_OBJ_PATTERN)
 
 
 def is_mbox(patch: Path) -> bool:

@@ -1,9 +1,11 @@
 """Out-of-tree kernel builds, cached by content (trees come from build/sources.py).
 
-Builds run in a persistent build directory per tree location (so make is
-incremental and a bisect step recompiles only what changed), with ccache;
-finished artifacts are copied to `kernels/<key>/`, where the key is the tree
-identity + the merged config + the compiler version. A key hit skips make.
+Builds run in a persistent object directory per tree location and build variant (the
+requested fragments), so make is incremental (a bisect step recompiles only what
+changed; switching between a tree's plain and debug kernels rebuilds nothing) and two
+variants of one tree build at once; with ccache. Finished artifacts are copied to
+`kernels/<key>/`, where the key is the tree identity + the merged config + the compiler
+version. A key hit skips make.
 """
 
 from __future__ import annotations
@@ -146,18 +148,27 @@ def build_kernel(req: KernelRequest, progress: BuildProgress | None = None) -> K
     hit = _cache_hit_without_lock(tree, fragments, slot_dir)
     if hit is not None:
         return hit
-    with cache.locked(slot_dir / "lock"):
+    with cache.locked(slot_dir / "lock"):  # the tree's config work directory
         log_path = slot_dir / "config.log"
         log_path.write_text("")
         config_text = make_config(tree, fragments, slot_dir / "config", log_path)
-        gcc = compiler_version()
-        key = cache.digest(tree.identity, config_text, gcc)
-        art_dir = cache.cache_root() / "kernels" / key
+    gcc = compiler_version()
+    key = cache.digest(tree.identity, config_text, gcc)
+    art_dir = cache.cache_root() / "kernels" / key
+    variant = build_variant(tree, fragments)
+    with cache.locked(slot_dir / f"lock-{variant}"):  # one make per object directory
         cached = _load_artifacts(key, art_dir, tree)
         if cached is not None:
             log.info("kernel cache hit: %s", art_dir)
             return cached
-        return _build(tree, config_text, key, gcc, slot_dir, req.jobs, progress)
+        return _build(tree, config_text, key, gcc, slot_dir / variant, req.jobs, progress)
+
+
+def build_variant(tree: KernelTree, fragments: list[kconfig.Fragment]) -> str:
+    """Names a build's object directory: the fragments as they apply to this tree's
+    version. A bisect's commits share one (its steps stay incremental); a tree's plain
+    and debug kernels have one each."""
+    return "v" + cache.digest(*(f.for_version(tree.version).text() for f in fragments))[:10]
 
 
 def _config_memo(tree: KernelTree, fragments: list[kconfig.Fragment], workdir: Path) -> Path:
@@ -186,32 +197,34 @@ def _cache_hit_without_lock(tree: KernelTree, fragments: list[kconfig.Fragment],
     return _load_artifacts(key, art_dir, tree)
 
 
-def obj_dir(tree: KernelTree, slot_dir: Path) -> Path:
-    """Where make puts objects.
+def obj_dir(tree: KernelTree, variant_dir: Path) -> Path:
+    """Where make puts the objects of one build variant (`variant_dir` is
+    `build/<slot>/<variant>` in the cache).
 
     For trees thpvm owns (under the cache: the extracted Debian source, scratch
-    worktrees, patched copies) it is `<tree>/.thpvm-obj`: kbuild then uses the
-    relative srctree `..`, so compiler command lines are identical across tree
-    copies and ccache hits for every unchanged file (bisect, validate, patched
-    kernels). A user's own tree is never written: its objects go to the cache.
+    worktrees, patched copies) it is `<tree>/.thpvm-obj-<variant>`: a direct child,
+    so kbuild uses the relative srctree `..`, compiler command lines are identical
+    across tree copies and ccache hits for every unchanged file (bisect, validate,
+    patched kernels). A user's own tree is never written: its objects go to the cache.
     """
     if tree.path.is_relative_to(cache.cache_root()):
-        return tree.path / OWNED_OBJ
-    return slot_dir / "obj"
+        return tree.path / f"{OWNED_OBJ}-{variant_dir.name}"
+    return variant_dir / "obj"
 
 
-def _build(tree: KernelTree, config_text: str, key: str, gcc: str, slot_dir: Path,
+def _build(tree: KernelTree, config_text: str, key: str, gcc: str, variant_dir: Path,
            jobs: int | None, progress: BuildProgress | None) -> KernelArtifacts:
-    obj = obj_dir(tree, slot_dir)
-    obj.mkdir(exist_ok=True)
+    variant_dir.mkdir(exist_ok=True)
+    obj = obj_dir(tree, variant_dir)
+    obj.mkdir(parents=True, exist_ok=True)
     cfg = obj / ".config"
     if not cfg.exists() or cfg.read_text() != config_text:
         cfg.write_text(config_text)  # only a changed config touches the build dir
-    build_log = slot_dir / "build.log"
+    build_log = variant_dir / "build.log"
     build_log.write_text("")
     make = ["make", "-C", str(tree.path), f"O={obj}", "ARCH=x86_64",
             f"-j{jobs or os.cpu_count() or 1}", "CC=ccache gcc", "HOSTCC=ccache gcc"]
-    counter = _ProgressCounter(slot_dir / "objcount", progress)
+    counter = _ProgressCounter(variant_dir / "objcount", progress)
     start = time.monotonic()
     try:
         proc.run([*make, "bzImage"], env=ccache_env(), log_path=build_log, timeout=BUILD_TIMEOUT,

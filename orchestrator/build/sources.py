@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator import cache, proc
 from orchestrator.build import debian
 from orchestrator.build import git as gitrepo
-from orchestrator.build.git import OWNED_OBJ
+from orchestrator.build.git import OWNED_OBJ, OWNED_OBJ_PATTERN
 from orchestrator.build.kconfig import Version
 from orchestrator.errors import BuildError, UserError
 
@@ -115,7 +115,8 @@ def apply_patches(base: KernelTree, patches: list[Path]) -> KernelTree:
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         proc.run(["cp", "-al", base.path, tree], error=BuildError)
-        shutil.rmtree(tree / OWNED_OBJ, ignore_errors=True)
+        for obj in tree.glob(OWNED_OBJ + "*"):  # the base tree's objects stay its own
+            shutil.rmtree(obj, ignore_errors=True)
         try:
             for p in patches:
                 gitrepo.apply_to_tree(tree, p)
@@ -144,7 +145,7 @@ def checkout_revision(repo: Path, rev: str) -> KernelTree:
         _git(repo, "worktree", "add", "--detach", "--force", str(wt), commit)
     else:
         _git(wt, "checkout", "--detach", "--force", commit)
-        _git(wt, "clean", "-fdxq", "-e", f"/{OWNED_OBJ}")
+        _git(wt, "clean", "-fdxq", "-e", OWNED_OBJ_PATTERN)
     return KernelTree(wt, "git", f"git:{commit}", commit, slot)
 
 

@@ -29,13 +29,13 @@ def _link_copy(src: Path, dest: Path) -> None:
 
 
 def _copy_default_tree(shared: Path, priv: Path) -> None:
-    """trees/<name>/<source> without .thpvm-obj, and the slot's memoised configs."""
+    """trees/<name>/<source> without .thpvm-obj*, and the slot's memoised configs."""
     tree = sources.debian_tree(debian.DEFAULT_VERSION)  # under `shared` (not switched yet)
     source = tree.path
     top = priv / "trees" / source.parent.name
     (top / source.name).mkdir(parents=True)
     for entry in source.iterdir():
-        if entry.name != OWNED_OBJ:
+        if not entry.name.startswith(OWNED_OBJ):
             _link_copy(entry, top / source.name / entry.name)
     shutil.copy2(source.parent / ".thpvm-complete", top / ".thpvm-complete")
     slot = tree.slot

@@ -88,7 +88,7 @@ def make_history(src: Path, repo: Path) -> None:
     from orchestrator.build.git import OWNED_OBJ
 
     shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ))
+    shutil.copytree(src, repo, symlinks=True, ignore=shutil.ignore_patterns(OWNED_OBJ + "*"))
     git(repo, "init", "-q", "-b", "main")
     commit_all(repo, SUBJECTS[0], force=True)
     append(repo / "README", "\nthpvm test history: nothing to see here.\n")

@@ -110,7 +110,7 @@ def test_build_produces_artifacts_and_metadata(fake: Path, tmp_path: Path) -> No
     # a user's tree is never written: objects live in the cache
     assert snapshot(fake) == before
     assert not (fake / ".config").exists() and not (fake / OWNED_OBJ).exists()
-    assert list((tmp_path / "cache" / "build").glob("tree-*/obj/arch/x86/boot/bzImage"))
+    assert list((tmp_path / "cache" / "build").glob("tree-*/v*/obj/arch/x86/boot/bzImage"))
 
 
 def test_second_build_is_a_cache_hit_without_make_bzimage(fake: Path, tmp_path: Path) -> None:
@@ -138,6 +138,28 @@ def test_cache_hit_does_not_wait_for_the_slot_lock(fake: Path, tmp_path: Path) -
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another build" holds it
         second = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
     assert second.cached and second.key == first.key
+
+
+def test_two_variants_of_a_tree_build_at_once_in_their_own_object_dirs(
+        fake: Path, tmp_path: Path) -> None:
+    """A tree's plain and debug kernels have an object directory and a build lock each:
+    one builds while the other's make holds its lock, and neither overwrites the
+    other's objects."""
+    import fcntl
+
+    debug = tmp_path / "debug.config"
+    debug.write_text("CONFIG_DEBUG_VM=y\n")
+    plain = kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
+    slot = next((tmp_path / "cache" / "build").glob("tree-*"))
+    (plain_lock,) = slot.glob("lock-v*")
+    with open(plain_lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the plain kernel's make runs
+        dbg = kernel.build_kernel(kernel.KernelRequest(tree=fake, fragments=[debug], jobs=1))
+    assert not dbg.cached and dbg.key != plain.key
+    objs = sorted(slot.glob("v*/obj"))
+    assert len(objs) == 2 and all((o / "arch/x86/boot/bzImage").is_file() for o in objs)
+    assert "CONFIG_DEBUG_VM=y" in (objs[0] / ".config").read_text() + \
+        (objs[1] / ".config").read_text()
 
 
 @pytest.mark.parametrize("damage", ["truncate-bzImage", "corrupt-metadata", "no-seal",
@@ -245,7 +267,7 @@ def test_failing_build_raises_build_error_with_compiler_line(
     with pytest.raises(BuildError) as info:
         kernel.build_kernel(kernel.KernelRequest(tree=fake, jobs=1))
     err = info.value
-    build_log = next((tmp_path / "cache" / "build").glob("tree-*/build.log"))
+    build_log = next((tmp_path / "cache" / "build").glob("tree-*/v*/build.log"))
     assert str(build_log) in err.message
     assert "mm/khugepaged.c:12:3: error: expected ';' before '}' token" in err.detail
     assert "Error 1" in err.detail  # the make line that follows, as context
@@ -399,8 +421,9 @@ def test_build_of_a_rev_records_the_revision(repo: tuple[Path, list[str]],
     files, status = snapshot(path), git(path, "status", "--porcelain")
     art = kernel.build_kernel(kernel.KernelRequest(tree=path, rev=first, jobs=1))
     assert art.metadata["revision"] == first and art.metadata["tree_kind"] == "git"
-    # an owned (cache) tree builds in <tree>/.thpvm-obj
-    assert (art.tree.path / OWNED_OBJ / "arch/x86/boot/bzImage").is_file()
+    # an owned (cache) tree builds in <tree>/.thpvm-obj-<variant>
+    (obj,) = art.tree.path.glob(OWNED_OBJ + "-v*")
+    assert (obj / "arch/x86/boot/bzImage").is_file()
     assert snapshot(path) == files
     assert git(path, "status", "--porcelain") == status
 
