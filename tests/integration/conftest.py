@@ -11,10 +11,13 @@ from qemu_procs import TAG_VAR, kill_all, new_tag, qemu_pids, wait_gone
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "kconfigs" / "debug.config")
 #: Kernels that tests later in the session build, by the test files that need them. On a
-#: cold cache they are built in the background from the start (niced: the tests' guests
-#: come first), as an mm developer would, and a test needing one waits on its build lock
-#: and then finds it cached. Each variant of a tree has its own object directory and lock
-#: (build/kernel.py), so the foreground's builds of the same tree are not held up.
+#: cold cache they are built in the background from the start, as an mm developer would,
+#: and a test needing one waits on its build lock and then finds it cached. Each variant of
+#: a tree has its own object directory and lock (build/kernel.py), so the foreground's
+#: builds of the same tree are not held up. They are niced, but with scheduler autogroups
+#: that does not reach the makes yet: proc.run starts each child in a new session, i.e. a
+#: new autogroup, so a background make gets as much CPU as the tests' own (measured in the
+#: second cold CI run of session 4).
 PREBUILD = {
     ("--fragment", DEBUG): ("test_hang_real.py", "test_warn_real.py", "test_workloads_real.py",
                             "test_matrix_real.py"),
