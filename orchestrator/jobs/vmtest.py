@@ -45,7 +45,6 @@ from orchestrator.suites import counters
 from orchestrator.suites.selftest import output as selftest_output
 from orchestrator.suites.selftest import runner as selftest
 from orchestrator.suites.workloads import runner as workload_suite
-from orchestrator.suites.workloads import trace as workload_trace
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +245,7 @@ def _guest(req: VmTestRequest, run: Run, bzimage: Path, img: image.Image, where:
     if run.display:
         run.display.message(f"[boot] booting {what}")
     where.mkdir(parents=True, exist_ok=True)
-    append = " ".join(filter(None, [workload_trace.BOOT_PARAMS, req.append]))
-    with session.guest(bzimage, img, where, req.accel, append, req.machine) as g:
+    with session.guest(bzimage, img, where, req.accel, req.append, req.machine) as g:
         boot = round(g.boot_seconds + g.ssh_seconds, 2)
         run.meta.setdefault("guest_boots", []).append(boot)
         if "boot_seconds" not in run.meta:

@@ -33,7 +33,7 @@ from orchestrator.jobs.vmtest import parse_suite
 from orchestrator.machine import qemu
 from orchestrator.suites import counters
 from orchestrator.suites.selftest import runner as selftest
-from orchestrator.suites.workloads import driver, trace
+from orchestrator.suites.workloads import driver
 from orchestrator.suites.workloads import runner as workloads
 
 TOOLS_LABEL = "thpvmtools"
@@ -176,8 +176,7 @@ def job_definition(req: LavaJobRequest, art: kernel.KernelArtifacts, profile: An
     """The LAVA job as a dict (validated by lava/validate.py)."""
     if not invs and not specs:
         raise UserError(f"--suite {req.suite}: nothing to run on LAVA")
-    cmdline = (f"{profile.cmdline} root=/dev/vda rw rootfstype=ext4 init=/sbin/thpvm-init "
-               f"{trace.BOOT_PARAMS}")  # the trace events on from boot, as in vm-test
+    cmdline = f"{profile.cmdline} root=/dev/vda rw rootfstype=ext4 init=/sbin/thpvm-init"
     drive = "-drive file={%s},if=none,id=%s,format=%s -device virtio-blk-pci,drive=%s"
     return {
         "device_type": req.device_type,

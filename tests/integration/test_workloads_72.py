@@ -46,3 +46,9 @@ def test_72_workloads_match_per_pmd_with_trace(tmp_path: Path, no_leaked_qemu: N
     print(f"7.2 per-PMD: {len(per_pmd)} of {len(names)} judged per PMD, {len(traced)} traced")
     # every workload in which khugepaged scans is judged per PMD (mthp-fault-sizes: faults only)
     assert len(traced) >= len(names) - 1 and set(traced) <= set(per_pmd)
+    # all five events were on from boot (the profile's trace_event=), so the driver patched
+    # no kernel text in the running guest (the "Oops: int3" of tests/data/findings)
+    for n in names:
+        (ev,) = [e for e in map(json.loads, (tmp_path / "run" / "workloads" / n / "driver.jsonl")
+                                .read_text().splitlines()) if e.get("event") == "trace"]
+        assert ev["enabled"] and ev["already_on"] == ev["events"] == 5, (n, ev)

@@ -40,6 +40,11 @@ def test_builtin_workloads_match_with_trace(tmp_path, no_leaked_qemu):
             traced += 1
     # every workload in which khugepaged scans leaves scan events in its trace
     assert traced >= 10
+    # the events were on from boot (the profile's trace_event=): the driver patched nothing
+    for w in result["workloads"]:
+        (ev,) = [e for e in map(json.loads, (out / "workloads" / w["name"] / "driver.jsonl")
+                                .read_text().splitlines()) if e.get("event") == "trace"]
+        assert ev["enabled"] and ev["already_on"] == ev["events"] == 4, (w["name"], ev)
 
 
 def test_time_series_matches_per_pmd_with_trace(tmp_path, no_leaked_qemu):

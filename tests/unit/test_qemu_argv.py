@@ -164,7 +164,9 @@ def test_load_shipped_default_profile() -> None:
     assert p == qemu.MachineProfile(
         "default", 2048, 2, "q35", "qboot.rom", 512,
         "console=ttyS0 panic=-1 loglevel=5 random.trust_cpu=on i8042.noaux=1 i8042.nokbd=1 "
-        "no_timer_check tsc=unstable",
+        "no_timer_check tsc=unstable trace_event=huge_memory:mm_khugepaged_scan_pmd,"
+        "huge_memory:mm_collapse_huge_page,huge_memory:mm_collapse_huge_page_isolate,"
+        "huge_memory:mm_collapse_huge_page_swapin,huge_memory:mm_khugepaged_scan",
         "max")
 
 

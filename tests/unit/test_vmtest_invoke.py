@@ -19,7 +19,6 @@ from orchestrator.machine import session
 from orchestrator.machine.console import ConsoleEvent
 from orchestrator.machine.health import Diagnosis
 from orchestrator.suites.selftest import runner as selftest
-from orchestrator.suites.workloads import trace as workload_trace
 
 INV = selftest.Invocation("anon", ())
 
@@ -131,23 +130,3 @@ def test_guest_lost_between_tests_is_infrastructure(monkeypatch, tmp_path, kind)
         _between_tests(monkeypatch, tmp_path, Diagnosis(kind, f"because {kind}"),
                        GuestError("connection lost"))
     assert info.value.exit_code == 125
-
-
-def test_vm_test_guests_boot_with_the_trace_events_on(monkeypatch, tmp_path):
-    """The huge_memory events are enabled on the kernel command line (before the second
-    CPU is up), not by patching the text of a running guest; --append comes after."""
-    seen: list[str] = []
-
-    @contextmanager
-    def guest(kernel: Any, img: Any, where: Any, accel: str, append: str,
-              machine: str) -> Iterator[Any]:
-        seen.append(append)
-        yield SimpleNamespace(boot_seconds=1.0, ssh_seconds=0.5, accel="tcg",
-                              accel_reason="r", vm=SimpleNamespace(console=None), lost=None)
-
-    monkeypatch.setattr(session, "guest", guest)
-    run = vmtest.Run(tmp_path / "run", None)
-    with vmtest._guest(vmtest.VmTestRequest(append="quiet"), run, tmp_path, object(),
-                       tmp_path, "the guest"):
-        pass
-    assert seen == [workload_trace.BOOT_PARAMS + " quiet"]

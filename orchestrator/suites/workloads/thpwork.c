@@ -761,8 +761,8 @@ static const char *const trace_events[] = { "mm_khugepaged_scan_pmd", "mm_collap
 
 static void trace_start(void)
 {
-	char path[160];
-	int err = 0, n = 0;
+	char path[160], val[VAL_LEN];
+	int err = 0, n = 0, on = 0;	/* on: already enabled (from the boot line) */
 
 	if (access(TRACE "events/huge_memory", F_OK) && !access(TRACE, F_OK))
 		mount("tracefs", TRACE, "tracefs", 0, NULL);
@@ -775,13 +775,16 @@ static void trace_start(void)
 	err = err ? err : write_file(TRACE "trace", "");
 	for (size_t i = 0; !err && i < sizeof(trace_events) / sizeof(trace_events[0]); i++) {
 		snprintf(path, sizeof(path), TRACE "events/huge_memory/%s/enable", trace_events[i]);
-		if (access(path, F_OK) == 0 && !(err = set_file(path, "1")))
+		if (access(path, F_OK))
+			continue;
+		on += !read_value(path, val, sizeof(val)) && !strcmp(val, "1");
+		if (!(err = set_file(path, "1")))
 			n++;
 	}
 	err = err ? err : write_file(TRACE "tracing_on", "1");
 	tracing = !err;
-	printf("{\"event\":\"trace\",\"enabled\":%s,\"events\":%d,\"errno\":%d,\"clock\":\"mono\"}\n",
-	       tracing ? "true" : "false", n, err);
+	printf("{\"event\":\"trace\",\"enabled\":%s,\"events\":%d,\"already_on\":%d,"
+	       "\"errno\":%d,\"clock\":\"mono\"}\n", tracing ? "true" : "false", n, on, err);
 }
 
 /* Stop tracing and copy the buffer to `out` (restoring trace_clock would clear it). */

@@ -65,14 +65,7 @@ ISOLATE = "mm_collapse_huge_page_isolate"
 SWAPIN = "mm_collapse_huge_page_swapin"
 SCAN = "mm_khugepaged_scan"  # 7.1+
 EVENTS = (SCAN_PMD, COLLAPSE, ISOLATE, SWAPIN, SCAN)
-#: The kernel command line enables EVENTS at boot, before the second CPU is up. Enabling a
-#: tracepoint in a running guest patches kernel text (static keys: int3, then the new bytes)
-#: while the other vCPU executes it; under TCG a vCPU once ran a stale int3 in
-#: trace_sched_wakeup (the cmdline recorder's tracepoint, registered with the first event)
-#: and the guest panicked ("Oops: int3", tests/data/findings/README.md). With the events
-#: already on, the driver's own enabling writes change nothing. A kernel without tracing,
-#: or without one of the events (mm_khugepaged_scan is 7.1+), ignores the name.
-BOOT_PARAMS = "trace_event=" + ",".join(f"huge_memory:{e}" for e in EVENTS)
+#: on from boot: the machine profile's kernel command line names them (trace_event=)
 NO_PFN = 0xFFFFFFFFFFFFFFFF
 #: Bounds on what guest-supplied numbers may make us allocate (GuestOutputError beyond):
 #: PMD blocks of one VMA or one madvise call, and pfn table entries of one observation.
