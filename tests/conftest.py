@@ -5,9 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import prebuild
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(items):
+    """Unit tests first, integration tests in the order of the kernels they need."""
+    items.sort(key=lambda item: prebuild.stage(str(item.fspath)))  # stable within a stage
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuilt_kernels(request, tmp_path_factory):
+    """The background kernel builds of prebuild.py, for the session's integration tests."""
+    chains = prebuild.start([str(i.fspath) for i in request.session.items],
+                            tmp_path_factory.mktemp("prebuild"))
+    yield chains
+    prebuild.stop(chains)
 
 
 @pytest.fixture(scope="session")

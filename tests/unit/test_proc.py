@@ -234,3 +234,29 @@ def _children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             kids.append(int(stat.parent.name))
     return kids
+
+
+def _autogroup_nice_in_thread(nice: int, argv: list[str]) -> str:
+    """Run `argv` through proc.run from a thread niced to `nice`; its output."""
+    import threading
+
+    out: list[str] = []
+
+    def body() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        out.append(proc.run(argv).output)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    return out[0]
+
+
+@pytest.mark.skipif(not Path(proc.AUTOGROUP).exists(), reason="no scheduler autogroups")
+def test_a_niced_thread_starts_children_in_a_niced_autogroup() -> None:
+    """A child's new session is a new autogroup; it must carry the starter's nice value,
+    or `nice` would not reach a build's make (issue 11's cold CI)."""
+    text = _autogroup_nice_in_thread(7, ["sh", "-c", "cat /proc/self/autogroup; nice"])
+    autogroup, own = text.splitlines()
+    assert autogroup.endswith(" nice 7") and own == "7"
+    assert proc.run(["cat", proc.AUTOGROUP]).output.strip().endswith(" nice 0")
