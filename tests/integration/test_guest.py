@@ -63,16 +63,24 @@ def test_sigint_during_boot_leaves_no_qemu_and_keeps_serial_log(default_kernel, 
                                                                 tmp_path, qemu_tag):
     out = tmp_path / "run"
     before = qemu_pids(qemu_tag)
+    # SIGINT as at a terminal. A test session started in the background by a shell without
+    # job control (`make test &` in a script) inherits SIGINT ignored, and so would thpvm,
+    # rightly: Python leaves an ignored SIGINT ignored. Hence the default, set explicitly.
     child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "boot", "--accel", "tcg",
                               "--out", str(out), "sleep", "60"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while not (out / "serial.log").exists() or (out / "serial.log").stat().st_size == 0:
-        assert time.monotonic() < deadline, "guest never produced console output"
-        time.sleep(0.1)
-    assert qemu_pids(qemu_tag) - before, "QEMU should be running now"
-    child.send_signal(signal.SIGINT)
-    code = child.wait(timeout=30)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "serial.log").exists() or (out / "serial.log").stat().st_size == 0:
+            assert time.monotonic() < deadline, "guest never produced console output"
+            time.sleep(0.1)
+        assert qemu_pids(qemu_tag) - before, "QEMU should be running now"
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=30)
+    finally:
+        child.kill()  # a failed assertion must not leave thpvm and its guest running
+        child.wait()
     assert code == 130
     assert not wait_gone(qemu_tag, before, 2.0), "QEMU outlived thpvm after SIGINT"
     assert (out / "serial.log").stat().st_size > 0
