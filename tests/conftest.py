@@ -19,10 +19,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session", autouse=True)
 def prebuilt_kernels(request, tmp_path_factory):
     """The background kernel builds of prebuild.py, for the session's integration tests."""
-    chains = prebuild.start([str(i.fspath) for i in request.session.items],
-                            tmp_path_factory.mktemp("prebuild"))
-    yield chains
-    prebuild.stop(chains)
+    chain = prebuild.start([str(i.fspath) for i in request.session.items],
+                           tmp_path_factory.mktemp("prebuild") / "builds.log")
+    yield chain
+    prebuild.stop(chain)
 
 
 @pytest.fixture(scope="session")
