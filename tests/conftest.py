@@ -3,6 +3,7 @@ per session (cached under the thpvm cache, so later sessions reuse them)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import prebuild
@@ -14,6 +15,18 @@ DATA = Path(__file__).parent / "data"
 def pytest_collection_modifyitems(items):
     """Unit tests first, integration tests in the order of the kernels they need."""
     items.sort(key=lambda item: prebuild.stage(str(item.fspath)))  # stable within a stage
+
+
+CACHE_AT_START = os.environ.get("THPVM_CACHE")
+
+
+def pytest_runtest_setup(item):
+    """The unit tests run first: one that switched the cache for good would send every
+    integration test after it to another, cold cache (and past the background builds)."""
+    if prebuild.is_integration(str(item.fspath)) and \
+            os.environ.get("THPVM_CACHE") != CACHE_AT_START:
+        pytest.fail(f"an earlier test left THPVM_CACHE={os.environ.get('THPVM_CACHE')} "
+                    f"(was {CACHE_AT_START}) in the environment")
 
 
 @pytest.fixture(scope="session", autouse=True)

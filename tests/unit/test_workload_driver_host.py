@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,12 @@ label = "end"
 
 
 @pytest.fixture(scope="module")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
-    os.environ.setdefault("THPVM_CACHE", str(tmp_path_factory.mktemp("cache")))
-    return driver_binary()
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The driver built into a private cache, for this module only (a cache switched for
+    good would send every later test, the integration tests included, to it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THPVM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield driver_binary()
 
 
 def _run(binary: Path, tmp_path: Path, text: str, *extra: str) -> proc.Result:
