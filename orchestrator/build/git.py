@@ -34,8 +34,11 @@ IDENTITY = {
 # kept by every checkout/clean so the next build stays incremental.
 OWNED_OBJ = ".thpvm-obj"
 OWNED_OBJ_PATTERN = f"/{OWNED_OBJ}*"  # for `git clean -e`: every variant's directory
-# The user's global git config must not break thpvm's own commits (signing, hooks).
-SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null"]
+# The user's global git config must not break thpvm's own commits (signing, hooks), and no
+# `git gc --auto` may detach from thpvm's commands: it outlives them in a session of its own
+# and repacks a kernel repository for minutes (seen in a cold `make test`).
+SAFE_CONFIG = ["-c", "commit.gpgSign=false", "-c", "core.hooksPath=/dev/null",
+               "-c", "gc.auto=0"]
 
 
 def git(repo: Path, *args: str, check: bool = True, error: type[ThpvmError] = InfraError,

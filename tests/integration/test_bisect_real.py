@@ -70,7 +70,9 @@ class History:
 
 
 def git(repo: Path, *args: str) -> str:
-    return proc.run(["git", "-C", str(repo), *args], env=ENV).output.strip()
+    # gc.auto=0: the fixture's commits of a whole kernel tree would start a detached
+    # `git gc --auto`, repacking it for minutes beside the tests
+    return proc.run(["git", "-c", "gc.auto=0", "-C", str(repo), *args], env=ENV).output.strip()
 
 
 def commit_all(repo: Path, message: str, force: bool = False) -> None:
