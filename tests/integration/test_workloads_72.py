@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator.cli import main
 from orchestrator.spec import load_workload
+from orchestrator.suites.workloads.observation import parse_driver_output
 from orchestrator.suites.workloads.runner import builtin_specs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,6 @@ def test_72_workloads_match_per_pmd_with_trace(tmp_path: Path, no_leaked_qemu: N
     # all five events were on from boot (the profile's trace_event=), so the driver patched
     # no kernel text in the running guest (the "Oops: int3" of tests/data/findings)
     for n in names:
-        (ev,) = [e for e in map(json.loads, (tmp_path / "run" / "workloads" / n / "driver.jsonl")
-                                .read_text().splitlines()) if e.get("event") == "trace"]
-        assert ev["enabled"] and ev["already_on"] == ev["events"] == 5, (n, ev)
+        obs = parse_driver_output((tmp_path / "run" / "workloads" / n / "driver.jsonl")
+                                  .read_text())
+        assert obs.trace_enabled and obs.trace_already_on == obs.trace_events == 5, n

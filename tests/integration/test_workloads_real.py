@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from orchestrator.cli import main
+from orchestrator.suites.workloads.observation import parse_driver_output
 from orchestrator.suites.workloads.runner import builtin_specs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +43,8 @@ def test_builtin_workloads_match_with_trace(tmp_path, no_leaked_qemu):
     assert traced >= 10
     # the events were on from boot (the profile's trace_event=): the driver patched nothing
     for w in result["workloads"]:
-        (ev,) = [e for e in map(json.loads, (out / "workloads" / w["name"] / "driver.jsonl")
-                                .read_text().splitlines()) if e.get("event") == "trace"]
-        assert ev["enabled"] and ev["already_on"] == ev["events"] == 4, (w["name"], ev)
+        obs = parse_driver_output((out / "workloads" / w["name"] / "driver.jsonl").read_text())
+        assert obs.trace_enabled and obs.trace_already_on == obs.trace_events == 4, w["name"]
 
 
 def test_time_series_matches_per_pmd_with_trace(tmp_path, no_leaked_qemu):

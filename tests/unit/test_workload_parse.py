@@ -148,3 +148,11 @@ def test_shuffled_and_truncated_recorded_lines(lines: list[str], rnd) -> None:  
     cut = [ln[: rnd.randint(0, len(ln))] for ln in lines]
     parse_driver_output("\n".join(lines), SPEC)
     parse_driver_output("\n".join(cut), SPEC)
+
+
+def test_trace_line_says_how_many_events_were_on_from_boot() -> None:
+    line = '{"event":"trace","enabled":true,"events":5,"already_on":5,"errno":0,"clock":"mono"}'
+    obs = parse_driver_output(line)
+    assert (obs.trace_enabled, obs.trace_events, obs.trace_already_on) == (True, 5, 5)
+    older = parse_driver_output('{"event":"trace","enabled":true,"events":4,"errno":0}')
+    assert (older.trace_events, older.trace_already_on) == (4, 0)  # a driver before already_on

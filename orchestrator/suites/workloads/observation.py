@@ -9,7 +9,7 @@ Event shapes (all carry ``event``; most carry ``time_ns``, CLOCK_MONOTONIC):
 
 * ``start``: pid, regions, steps, no_sysfs
 * ``setting``: step (-1 = initial settings), path, value, errno, skipped
-* ``trace``: enabled, events, errno;  ``trace_saved``: path, ok
+* ``trace``: enabled, events, already_on, errno;  ``trace_saved``: path, ok
 * ``region``: region (index), start, pages
 * ``checkpoint``: step (-1 = baseline), counters {name: int}, procs [{proc, pid,
   regions [{region, start, vmas [[start, end, rss, swap, ahp, eligible, flags]],
@@ -148,6 +148,8 @@ class Observation:
     pfn_maps: list[PfnMap] = field(default_factory=list)
     beacons: dict[str, tuple[int, int]] = field(default_factory=dict)
     trace_enabled: bool = False
+    trace_events: int = 0  # the trace events the driver found and enabled
+    trace_already_on: int = 0  # of them, on before it (the boot line's trace_event=)
     trace_saved: bool = False
     complete: bool = False
     end_ns: int = 0  # time of the ``end`` event (0 if it had none)
@@ -421,6 +423,10 @@ def _apply_misc(obs: Observation, ev: dict[str, Any], kind: Any, names: _Names) 
         obs.beacons[_str(ev, "proc")] = (_int(ev, "pid", 0), _int(ev, "time_ns", 0))
     elif kind == "trace":
         obs.trace_enabled = ev.get("enabled") is True
+        # both absent when the kernel has no huge_memory events; already_on absent from
+        # drivers older than the boot-line events
+        obs.trace_events, obs.trace_already_on = (
+            _int(ev, k, 0, 64) if k in ev else 0 for k in ("events", "already_on"))
     elif kind == "trace_saved":
         obs.trace_saved = ev.get("ok") is True
     elif kind == "error":
