@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from orchestrator import proc
 
 DEBUG = str(Path(__file__).resolve().parents[1] / "kconfigs" / "debug.config")
 
@@ -54,7 +55,9 @@ def stage(path: str) -> int:
 
 
 def start(test_paths: Iterable[str], log: Path) -> subprocess.Popen[bytes] | None:
-    """Start the builds the selected integration tests need, output to `log`."""
+    """Start the builds the selected integration tests need, output to `log`. Through
+    proc.spawn: its own session and process group, and it dies with the test session even
+    when that is SIGKILLed."""
     files = {Path(p).name for p in test_paths if is_integration(p)}
     if not files or os.environ.get(DISABLE_VAR):
         return None
@@ -62,15 +65,10 @@ def start(test_paths: Iterable[str], log: Path) -> subprocess.Popen[bytes] | Non
     wanted = [args for args, needed_by in CHAIN if not needed_by or files & set(needed_by)]
     script = " && ".join(shlex.join([str(thpvm), "kernel", "build", *a]) for a in wanted)
     with open(log, "w") as out:
-        # the tests' own session: thpvm starts each command of its own in a new one, at
-        # the same nice value, so nothing here can reach the controlling terminal
-        return subprocess.Popen(["nice", "-n", "19", "sh", "-c", script], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                process_group=0)
+        return proc.spawn(["nice", "-n", "19", "sh", "-c", script], stdout=out.fileno())
 
 
 def stop(chain: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM it if it still runs (thpvm stops its make) and wait for it."""
-    if chain is not None and chain.poll() is None:
-        os.killpg(chain.pid, signal.SIGTERM)
-        chain.wait(timeout=60)
+    """SIGTERM its group if it still runs (thpvm stops its make), SIGKILL after 60 s."""
+    if chain is not None:
+        proc.kill_group(chain, grace=60.0)
